@@ -1,0 +1,17 @@
+# The README's two commands: `make demo` (the main job) and `make test`. Both set up what they need.
+.PHONY: setup demo test sandbox-up sandbox-down
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@.venv/bin/python scripts/demo.py
+
+test: setup
+	@.venv/bin/pytest -q
+
+sandbox-up: setup
+	@.venv/bin/python -m sandbox up
+
+sandbox-down:
+	@.venv/bin/python -m sandbox down

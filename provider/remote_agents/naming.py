@@ -1,0 +1,76 @@
+"""Names derived from a spec, in one place: the chart, the values, IAM trust policies and the
+health checks must all agree on them (e.g. IRSA trusts exactly the ServiceAccounts the chart creates).
+
+The agent chart names each component's Deployment and ServiceAccount `<prefix>-<component>`, with
+workers as `<prefix>-worker-<name>` (reference section 3.2/3.3; the sandbox chart does the same).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from remote_agents.spec import EnvironmentSpec
+
+DAG_PROCESSOR = "dag-processor"
+TRIGGERER = "triggerer"
+WORKER = "worker"
+SENTINEL = "sentinel"
+# Components that run Airflow code and so need S3 (XCom, logs) and Secrets Manager access.
+AIRFLOW_COMPONENTS = (DAG_PROCESSOR, TRIGGERER, WORKER)
+OWNER_LABEL = "app.kubernetes.io/managed-by"
+OWNER_VALUE = "remote-agents"
+ENVIRONMENT_LABEL = "remote-agents.astronomer.io/environment"
+
+
+@dataclass(frozen=True)
+class AgentWorkload:
+    """One agent Deployment and the ServiceAccount its Pods run as."""
+
+    component: str
+    name: str
+    queue: str | None = None
+
+    @property
+    def service_account(self) -> str:
+        return self.name
+
+
+def agent_workloads(spec: EnvironmentSpec, include_sentinel: bool = True) -> list[AgentWorkload]:
+    """Every Deployment the chart creates for this spec, in a stable order."""
+    prefix = spec.resource_name_prefix
+    workloads = [
+        AgentWorkload(DAG_PROCESSOR, f"{prefix}-{DAG_PROCESSOR}"),
+        AgentWorkload(TRIGGERER, f"{prefix}-{TRIGGERER}"),
+        *(AgentWorkload(WORKER, f"{prefix}-{WORKER}-{w.name}", w.queue) for w in spec.workers),
+    ]
+    if include_sentinel and spec.chart.sentinel:
+        workloads.append(AgentWorkload(SENTINEL, f"{prefix}-{SENTINEL}"))
+    return workloads
+
+
+def service_account_subjects(spec: EnvironmentSpec, component: str | None = None) -> list[str]:
+    """`system:serviceaccount:<ns>:<sa>` for the Airflow components (optionally one component)."""
+    return [
+        f"system:serviceaccount:{spec.namespace}:{w.service_account}"
+        for w in agent_workloads(spec, include_sentinel=False)
+        if component is None or w.component == component
+    ]
+
+
+def irsa_role_names(spec: EnvironmentSpec) -> dict[str | None, str]:
+    """IAM role name per component (key None = one role for all components)."""
+    irsa = spec.irsa
+    base = (irsa.role_name if irsa and irsa.role_name else f"{spec.name}-remote-agents")
+    if irsa and irsa.per_component:
+        return {component: f"{base}-{component}"[:64] for component in AIRFLOW_COMPONENTS}
+    return {None: base}
+
+
+def ownership_labels(spec: EnvironmentSpec) -> dict[str, str]:
+    """Labels on every Kubernetes object we create, so teardown deletes only what is ours."""
+    return {OWNER_LABEL: OWNER_VALUE, ENVIRONMENT_LABEL: spec.name}
+
+
+def ownership_tags(spec: EnvironmentSpec) -> dict[str, str]:
+    """AWS tags on every resource we create, for the same reason."""
+    return {"remote-agents:environment": spec.name, "remote-agents:managed-by": OWNER_VALUE}
