@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -36,10 +37,22 @@ CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 IMAGE_WITH_TAG = re.compile(r"^[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)+(:[A-Za-z0-9._-]+|@sha256:[a-f0-9]{64})$")
 MIN_KUBERNETES = (1, 30)
-# Keys that would carry a secret value; a spec names the Connection that holds it instead.
+SEMVER = re.compile(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
+# Keys that would carry a secret value, and the field that names the Connection holding it instead.
 SECRET_KEYS = {
-    "token", "agent_token", "agenttoken", "api_token", "password", "secret", "secret_key",
-    "aws_secret_access_key", "access_key", "registry_token", "git_token", "imagepullsecretdata",
+    "token": "astro.connection_id",
+    "agent_token": "astro.connection_id",
+    "agenttoken": "astro.connection_id",
+    "api_token": "astro.connection_id",
+    "registry_token": "astro.connection_id",
+    "imagepullsecretdata": "astro.connection_id",
+    "git_token": "dag_bundles[].git_conn_id",
+    "password": "the matching *_conn_id field",
+    "secret": "the matching *_conn_id field",
+    "secret_key": "identity.aws_conn_id (mode: static-credentials)",
+    "access_key": "identity.aws_conn_id (mode: static-credentials)",
+    "aws_secret_access_key": "identity.aws_conn_id (mode: static-credentials)",
 }
 DEFAULT_AGENT_IMAGE = (
     "images.astronomer.cloud/baseimages/astro-remote-execution-agent:3.3-1-python-3.12-astro-agent-1.8.2"
@@ -47,35 +60,79 @@ DEFAULT_AGENT_IMAGE = (
 
 
 def _problem(kind: str, message: str) -> PydanticCustomError:
+    """One problem with the value being validated; ``_describe`` adds its path and the value."""
     return PydanticCustomError(kind, message)
+
+
+def _problems(items: list[tuple[str, str]]) -> PydanticCustomError:
+    """Several problems found by one validator, each reported on its own line with its own path.
+
+    Each item is (path relative to the validated value, e.g. ``[1].queue`` or ``""``; message with
+    the bad value and the fix). ``_describe`` adds no input to these, so a message can hide a secret.
+    """
+    summary = "; ".join(f"{path}: {message}" if path else message for path, message in items)
+    return PydanticCustomError("problems", "{summary}", {"summary": summary, "problems": items})
 
 
 def _dns_label(value: str, what: str) -> str:
     if not DNS_LABEL.match(value):
+        suggestion = re.sub(r"[^a-z0-9]+", "-", value.lower())[:63].strip("-") or "agents"
         raise _problem(
             "dns_label",
             f"{what} must be a DNS label (lowercase letters, digits and '-', at most 63 characters, "
-            "starting and ending with a letter or digit)",
+            f"starting and ending with a letter or digit); write {suggestion!r}",
         )
     return value
 
 
-def _s3_prefix(value: str) -> str:
-    if value.startswith("/") or value.endswith("/"):
-        fixed = value.strip("/")
-        raise _problem("s3_prefix", f"an S3 prefix has no leading or trailing '/'; write '{fixed}'")
-    if not value or "//" in value or "*" in value:
-        raise _problem("s3_prefix", "an S3 prefix is a non-empty path like 'xcom' or 'env/xcom', with no '*'")
+def _prefix(value: str) -> str:
+    if value.strip("/") and (value.startswith("/") or value.endswith("/")):
+        raise _problem("prefix", f"a prefix has no leading or trailing '/'; write '{value.strip('/')}'")
+    if not value.strip("/") or "//" in value or "*" in value:
+        raise _problem("prefix", "a prefix is a non-empty path like 'xcom' or 'env/xcom', with no '//' or '*'")
+    return value
+
+
+def _bucket(value: str) -> str:
+    if not BUCKET_NAME.match(value) or ".." in value or re.match(r"^\d+\.\d+\.\d+\.\d+$", value):
+        raise _problem(
+            "bucket_name",
+            "not a valid S3 bucket name; use 3-63 lowercase letters, digits, '.' and '-', "
+            "starting and ending with a letter or digit, like 'acme-agents-xcom'",
+        )
+    return value
+
+
+def _aws_region(value: str) -> str:
+    if not AWS_REGION.match(value):
+        raise _problem("aws_region", "not an AWS region; write it like 'us-east-1'")
     return value
 
 
 def _conn_id(value: str) -> str:
     if not CONN_ID.match(value):
-        raise _problem("conn_id", "a connection id uses letters, digits, '_', '.' and '-' only")
+        raise _problem(
+            "conn_id", "a connection id uses letters, digits, '_', '.' and '-' only; rename it, like 'aws_default'"
+        )
     return value
 
 
 ConnId = Annotated[str, AfterValidator(_conn_id)]
+Prefix = Annotated[str, AfterValidator(_prefix)]
+BucketName = Annotated[str, Field(description="S3 bucket name"), AfterValidator(_bucket)]
+AwsRegion = Annotated[str, Field(description="AWS region, like 'us-east-1'"), AfterValidator(_aws_region)]
+
+
+def _duplicates(items: list[Any], field: str, listed_as: str | None, fix: str) -> list[tuple[str, str]]:
+    """One problem per item whose ``field`` repeats an earlier item's (``listed_as``: the list's field name)."""
+    first: dict[Any, int] = {}
+    problems: list[tuple[str, str]] = []
+    for index, item in enumerate(items):
+        value = getattr(item, field)
+        if value in first:
+            problems.append((f"[{index}].{field}", f"{value!r} is already used by {listed_as}[{first[value]}]; {fix}"))
+        first.setdefault(value, index)
+    return problems
 
 
 class SpecModel(BaseModel):
@@ -86,14 +143,18 @@ class SpecModel(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _refuse_inline_secrets(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for key in data:
-                if isinstance(key, str) and key.lower().replace("-", "_") in SECRET_KEYS:
-                    raise _problem(
-                        "inline_secret",
-                        f"'{key}' would put a secret in the spec; secrets live in Airflow Connections — "
-                        "store it in one and give its id (e.g. astro.connection_id, dag_bundles[].git_conn_id)",
-                    )
+        if not isinstance(data, dict):
+            return data
+        problems = [
+            (
+                str(key),
+                f"a secret written inline (value not shown); keep it in an Airflow Connection and set {where} to its id",
+            )
+            for key in data
+            if isinstance(key, str) and (where := SECRET_KEYS.get(key.lower().replace("-", "_")))
+        ]
+        if problems:
+            raise _problems(problems)
         return data
 
 
@@ -101,9 +162,9 @@ class AstroSpec(SpecModel):
     """The Astro side: which Remote Execution Deployment the agents serve."""
 
     connection_id: Annotated[ConnId, Field(description="Airflow Connection of type `astro`: host = API URL, password = API token, extra.organization_id")] = "astro_default"
-    organization_id: Annotated[str, Field(min_length=1, description="Astro organization id")]
+    organization_id: Annotated[str, Field(min_length=1, description="the Astro organization id")]
     workspace_id: str | None = None
-    deployment_id: Annotated[str, Field(min_length=1, description="Remote Execution Deployment id")]
+    deployment_id: Annotated[str, Field(min_length=1, description="the Remote Execution Deployment id")]
     deployment_api_url: Annotated[str, Field(description="`astroDeploymentAPIURL`: https://<clusterId>.external.astronomer.run/<deploymentShortId>")]
     deployment_connection_id: Annotated[ConnId, Field(description="Connection to the Deployment's Airflow REST API (health checks)")] = "astro_deployment"
     agent_image: str = DEFAULT_AGENT_IMAGE
@@ -118,7 +179,7 @@ class AstroSpec(SpecModel):
         if not re.match(r"^https://[^/\s]+/\S+$", value):
             raise _problem(
                 "https_url",
-                "astroDeploymentAPIURL is the https URL shown in the Deployment's Remote Agents tab, "
+                "use the https URL shown in the Deployment's Remote Agents tab (astroDeploymentAPIURL), "
                 "like https://<clusterId>.external.astronomer.run/<deploymentShortId>",
             )
         return value.rstrip("/")
@@ -129,8 +190,8 @@ class AstroSpec(SpecModel):
         if not IMAGE_WITH_TAG.match(value) or value.endswith(":latest"):
             raise _problem(
                 "image",
-                "the agent image needs a registry path and a pinned tag, like "
-                f"'{DEFAULT_AGENT_IMAGE}' (':latest' is not pinned)",
+                "the agent image needs a registry path and a pinned tag (':latest' is not pinned); "
+                f"use one like '{DEFAULT_AGENT_IMAGE}'",
             )
         return value
 
@@ -156,8 +217,11 @@ class ChartSpec(SpecModel):
         try:
             Version(value)
         except InvalidVersion:
-            raise _problem("chart_version", "the chart version is a pinned semantic version like '2.3.3'") from None
-        return value
+            pass
+        else:
+            if SEMVER.match(value):
+                return value
+        raise _problem("chart_version", "not a pinned chart version; use a semantic version like '2.3.3'")
 
     @property
     def parsed_version(self) -> Version:
@@ -167,7 +231,7 @@ class ChartSpec(SpecModel):
 class NodeGroupSpec(SpecModel):
     name: str = "workers"
     instance_types: Annotated[list[str], Field(min_length=1)] = ["m5.xlarge"]
-    min_size: Annotated[int, Field(ge=0)] = 1
+    min_size: Annotated[int, Field(ge=0)] = 0
     max_size: Annotated[int, Field(ge=1)] = 4
     desired_size: Annotated[int, Field(ge=0)] = 2
     disk_size_gib: Annotated[int, Field(ge=20)] = 50
@@ -180,11 +244,11 @@ class NodeGroupSpec(SpecModel):
     @model_validator(mode="after")
     def _sizes(self) -> NodeGroupSpec:
         if not self.min_size <= self.desired_size <= self.max_size:
-            raise _problem(
-                "node_group_size",
-                f"node group '{self.name}': need min_size <= desired_size <= max_size, got "
-                f"{self.min_size} <= {self.desired_size} <= {self.max_size}",
-            )
+            raise _problems([(
+                "desired_size",
+                f"need min_size <= desired_size <= max_size, got {self.min_size} <= {self.desired_size} <= "
+                f"{self.max_size}; set desired_size between min_size and max_size",
+            )])
         return self
 
 
@@ -192,8 +256,8 @@ class EksClusterSpec(SpecModel):
     """An EKS cluster that the bootstrap creates, or adopts when it already exists and matches."""
 
     kind: Literal["eks"]
-    name: str
-    region: str
+    name: Annotated[str, Field(description="EKS cluster name")]
+    region: AwsRegion
     kubernetes_version: str = "1.33"
     node_groups: Annotated[list[NodeGroupSpec], Field(min_length=1)] = [NodeGroupSpec()]
     subnet_ids: Annotated[list[str], Field(description="Existing subnets; empty = create a VPC with public and private subnets in two AZs")] = []
@@ -204,14 +268,9 @@ class EksClusterSpec(SpecModel):
     @classmethod
     def _name(cls, value: str) -> str:
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$", value):
-            raise _problem("cluster_name", "an EKS cluster name uses letters, digits, '-' and '_' (at most 100)")
-        return value
-
-    @field_validator("region")
-    @classmethod
-    def _region(cls, value: str) -> str:
-        if not AWS_REGION.match(value):
-            raise _problem("aws_region", "an AWS region looks like 'us-east-1'")
+            raise _problem(
+                "cluster_name", "an EKS cluster name uses letters, digits, '-' and '_'; rename it, at most 100 characters"
+            )
         return value
 
     @field_validator("kubernetes_version", mode="before")
@@ -219,6 +278,8 @@ class EksClusterSpec(SpecModel):
     def _k8s_version(cls, value: Any) -> str:
         text = str(value)
         match = re.match(r"^1\.(\d+)$", text)
+        if isinstance(value, float) and not re.match(r"^1\.\d\d$", text):
+            raise _problem("kubernetes_version", f"YAML read an unquoted number; quote the version, like '{value:.2f}'")
         if not match:
             raise _problem("kubernetes_version", "write the Kubernetes version as a quoted 'MAJOR.MINOR', like '1.33'")
         if (1, int(match.group(1))) < MIN_KUBERNETES:
@@ -228,12 +289,12 @@ class EksClusterSpec(SpecModel):
             )
         return text
 
-    @model_validator(mode="after")
-    def _unique_node_groups(self) -> EksClusterSpec:
-        names = [g.name for g in self.node_groups]
-        if len(names) != len(set(names)):
-            raise _problem("duplicate", f"node group names must be unique, got {names}")
-        return self
+    @field_validator("node_groups")
+    @classmethod
+    def _unique_node_groups(cls, value: list[NodeGroupSpec], info: ValidationInfo) -> list[NodeGroupSpec]:
+        if problems := _duplicates(value, "name", info.field_name, "give each node group its own name"):
+            raise _problems(problems)
+        return value
 
 
 class ExistingClusterSpec(SpecModel):
@@ -258,7 +319,7 @@ class ResourcesSpec(SpecModel):
     def _quantity(cls, value: Any) -> str:
         text = str(value)
         if not re.match(r"^\d+(\.\d+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$", text):
-            raise _problem("quantity", "a Kubernetes quantity looks like '500m', '1', '2Gi'")
+            raise _problem("quantity", "not a Kubernetes quantity; write it like '500m', '1' or '2Gi'")
         return text
 
 
@@ -276,12 +337,11 @@ class WorkerSpec(SpecModel):
     @classmethod
     def _one_queue(cls, data: Any) -> Any:
         if isinstance(data, dict) and "queues" in data:
-            queues = data["queues"]
-            raise _problem(
-                "one_queue",
-                f"a worker consumes exactly one queue, but 'queues' was given ({queues!r}); "
-                "write 'queue: <name>' and add one worker entry per queue",
-            )
+            raise _problems([(
+                "queues",
+                f"got {data['queues']!r}: a worker consumes exactly one queue; write 'queue: <name>' "
+                "and add one worker entry per queue",
+            )])
         return data
 
     @field_validator("name")
@@ -299,30 +359,37 @@ class WorkerSpec(SpecModel):
             )
         text = str(value)
         if not re.match(r"^[A-Za-z0-9_.-]{1,200}$", text):
-            raise _problem("queue", "a queue name uses letters, digits, '_', '.' and '-' (no commas or spaces)")
+            raise _problem(
+                "queue",
+                "a queue name uses letters, digits, '_', '.' and '-'; for several queues add one worker entry per queue",
+            )
         return text
 
     @field_validator("pip_packages")
     @classmethod
     def _pinned_packages(cls, value: list[str]) -> list[str]:
-        for item in value:
+        problems: list[tuple[str, str]] = []
+        for index, item in enumerate(value):
             try:
-                requirement = Requirement(item)
+                specifier = list(Requirement(item).specifier)
             except InvalidRequirement:
-                raise _problem("requirement", f"'{item}' is not a pip requirement") from None
-            if len(requirement.specifier) != 1 or next(iter(requirement.specifier)).operator != "==":
-                raise _problem(
-                    "requirement",
-                    f"pin '{item}' with '==' (the constraints ConfigMap keeps the rest consistent)",
-                )
+                specifier = []
+            if len(specifier) != 1 or specifier[0].operator != "==":
+                problems.append((
+                    f"[{index}]",
+                    f"got {item!r}: pin it with '==', like 'apache-airflow-providers-amazon==9.9.0' "
+                    "(the constraints ConfigMap keeps the rest consistent)",
+                ))
+        if problems:
+            raise _problems(problems)
         return value
 
 
 class DagBundleSpec(SpecModel):
     """A git Dag bundle the agents' Dag processor reads (the Remote Execution way to ship Dags)."""
 
-    name: str
-    repo_url: str
+    name: Annotated[str, Field(description="Dag bundle name, unique in the spec")]
+    repo_url: Annotated[str, Field(description="https (or git@) URL of the Dag repository, without credentials")]
     branch: str = "main"
     git_conn_id: ConnId = "git_default"
     subdir: str = "dags"
@@ -331,16 +398,21 @@ class DagBundleSpec(SpecModel):
     @field_validator("repo_url")
     @classmethod
     def _repo(cls, value: str) -> str:
+        if re.match(r"^https://[^/]*@", value):
+            redacted = re.sub(r"^https://[^/]*@", "https://***@", value)
+            raise _problems([(
+                "",
+                f"got {redacted!r} (credentials hidden): credentials in the URL would leak; remove them and "
+                "keep them in the Connection named by git_conn_id",
+            )])
         if not re.match(r"^(https://|git@)\S+$", value):
             raise _problem("repo_url", "use the https (or git@) URL of the repository; credentials go in git_conn_id")
-        if re.match(r"^https://[^/]*@", value):
-            raise _problem("inline_secret", "credentials in the URL would leak; put them in the git connection")
         return value
 
 
 class XComBackendSpec(SpecModel):
-    bucket: str
-    prefix: str = "xcom"
+    bucket: BucketName
+    prefix: Prefix = "xcom"
     threshold_bytes: Annotated[int, Field(description="XComs larger than this go to S3; 0 = always")] = 0
     compression: Literal["zip", "gzip", "snappy", "bz2", "lzma"] | None = None
 
@@ -350,43 +422,36 @@ class XComBackendSpec(SpecModel):
         if value < 0:
             raise _problem(
                 "threshold",
-                "the XCom threshold must be >= 0 (0 = every XCom in S3); -1 would keep XComs in the "
-                "Astro metadata database, which remote agents cannot reach",
+                "the XCom threshold must be >= 0; -1 would keep XComs in the Astro metadata database, "
+                "which remote agents cannot reach; use 0 (every XCom in S3) or a size in bytes",
             )
         return value
 
 
 class SecretsBackendSpec(SpecModel):
-    connections_prefix: str = "airflow/connections"
-    variables_prefix: str = "airflow/variables"
+    connections_prefix: Prefix = "airflow/connections"
+    variables_prefix: Prefix = "airflow/variables"
 
 
 class LogsBackendSpec(SpecModel):
-    bucket: str
-    prefix: str = "logs"
+    bucket: BucketName
+    prefix: Prefix = "logs"
 
 
 class StateStoreSpec(SpecModel):
     """Airflow 3.3 task state store (chart >= 2.3.0); kept under the XCom bucket."""
 
-    prefix: str = "state"
+    prefix: Prefix = "state"
 
 
 class BackendsSpec(SpecModel):
     """Where agents keep XCom, read secrets and ship task logs (all AWS here)."""
 
-    aws_region: str
-    xcom: XComBackendSpec
+    aws_region: AwsRegion
+    xcom: Annotated[XComBackendSpec, Field(description="XCom object storage: bucket, prefix, threshold")]
     secrets: SecretsBackendSpec = SecretsBackendSpec()
-    logs: LogsBackendSpec
+    logs: Annotated[LogsBackendSpec, Field(description="task log bucket and prefix")]
     state_store: StateStoreSpec | None = None
-
-    @field_validator("aws_region")
-    @classmethod
-    def _region(cls, value: str) -> str:
-        if not AWS_REGION.match(value):
-            raise _problem("aws_region", "an AWS region looks like 'us-east-1'")
-        return value
 
 
 class IrsaIdentitySpec(SpecModel):
@@ -400,7 +465,9 @@ class IrsaIdentitySpec(SpecModel):
     @classmethod
     def _role_name(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^[\w+=,.@-]{1,64}$", value):
-            raise _problem("role_name", "an IAM role name uses letters, digits and '+=,.@_-' (at most 64)")
+            raise _problem(
+                "role_name", "an IAM role name uses letters, digits and '+=,.@_-'; rename it, at most 64 characters"
+            )
         return value
 
 
@@ -411,21 +478,26 @@ class StaticCredentialsIdentitySpec(SpecModel):
     aws_conn_id: ConnId = "agents_aws"
     secret_name: str = "astro-agent-aws-credentials"
 
+    @field_validator("secret_name")
+    @classmethod
+    def _secret_name(cls, value: str) -> str:
+        return _dns_label(value, "a Kubernetes Secret name")
+
 
 IdentitySpec = Annotated[IrsaIdentitySpec | StaticCredentialsIdentitySpec, Field(discriminator="mode")]
 
 
 class NotifierSpec(SpecModel):
     kind: Literal["none", "slack", "webhook"] = "none"
-    connection_id: str | None = None
+    connection_id: ConnId | None = None
 
     @model_validator(mode="after")
     def _needs_connection(self) -> NotifierSpec:
         if self.kind != "none" and not self.connection_id:
-            raise _problem(
-                "notifier",
-                f"a '{self.kind}' notifier needs connection_id: the Connection holding the webhook URL",
-            )
+            raise _problems([(
+                "connection_id",
+                f"missing for kind '{self.kind}'; set it to the Connection holding the webhook URL",
+            )])
         return self
 
 
@@ -439,24 +511,24 @@ class HealthSpec(SpecModel):
     @classmethod
     def _cron(cls, value: str) -> str:
         if not value.startswith("@") and not croniter.is_valid(value):
-            raise _problem("cron", "a schedule is a cron expression like '*/30 * * * *' or a preset like '@daily'")
+            raise _problem("cron", "not a schedule; use a cron expression like '*/30 * * * *' or a preset like '@daily'")
         return value
 
 
 class EnvironmentSpec(SpecModel):
     """Everything needed to bootstrap and health-check one Remote Execution environment."""
 
-    name: str
+    name: Annotated[str, Field(description="environment name, a DNS label used in dag_ids and resource names")]
     aws_conn_id: Annotated[ConnId, Field(description="Management-side AWS Connection (EKS, IAM, S3, Secrets Manager)")] = "aws_default"
-    astro: AstroSpec
+    astro: Annotated[AstroSpec, Field(description="the Astro organization and Remote Execution Deployment")]
     chart: ChartSpec = ChartSpec()
-    cluster: ClusterSpec
+    cluster: Annotated[ClusterSpec, Field(description="kind: eks (created) or kind: existing (a Kubernetes Connection)")]
     namespace: str = "astro-agents"
     release_name: str = "astro-agent"
     resource_name_prefix: str = "astro-agent"
     workers: Annotated[list[WorkerSpec], Field(min_length=1)] = [WorkerSpec()]
     dag_bundles: list[DagBundleSpec] = []
-    backends: BackendsSpec
+    backends: Annotated[BackendsSpec, Field(description="aws_region, xcom and logs buckets, secrets prefixes")]
     identity: IdentitySpec = IrsaIdentitySpec(mode="irsa")
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}
@@ -476,88 +548,80 @@ class EnvironmentSpec(SpecModel):
     @classmethod
     def _release(cls, value: str) -> str:
         if len(value) > 40:
-            raise _problem("too_long", "keep it at most 40 characters: the chart appends '-worker-<name>' to it")
+            raise _problem(
+                "name_too_long",
+                f"{len(value)} characters; shorten it to at most 40: the chart appends '-worker-<name>' to it",
+            )
         return _dns_label(value, "a Helm release name / resource prefix")
 
     @field_validator("labels", "annotations")
     @classmethod
-    def _keys(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if not LABEL_KEY.match(key):
-                raise _problem("label_key", f"'{key}' is not a valid Kubernetes label/annotation key")
+    def _keys(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        problems = [
+            ("", f"key {key!r} is not a Kubernetes key; use letters, digits, '-', '_' and '.', optionally "
+                 "after a DNS prefix and '/', like 'team' or 'acme.io/team'")
+            for key in value
+            if not LABEL_KEY.match(key)
+        ]
+        if info.field_name == "labels":
+            problems += [
+                (str(key), f"got {text!r}: a label value has at most 63 letters, digits, '-', '_' and '.', "
+                           "starting and ending with a letter or digit; shorten it or move it to annotations")
+                for key, text in value.items()
+                if not LABEL_VALUE.match(text)
+            ]
+        if problems:
+            raise _problems(problems)
+        return value
+
+    @field_validator("workers")
+    @classmethod
+    def _unique_workers(cls, value: list[WorkerSpec], info: ValidationInfo) -> list[WorkerSpec]:
+        problems = [
+            *_duplicates(value, "name", info.field_name, "give each worker its own name"),
+            # The API server routes a queue to the agents that heartbeat it; two Deployments on one
+            # queue are one worker pool configured twice.
+            *_duplicates(
+                value, "queue", info.field_name, "give each worker its own queue, or raise the first worker's replicas"
+            ),
+        ]
+        if problems:
+            raise _problems(problems)
+        return value
+
+    @field_validator("dag_bundles")
+    @classmethod
+    def _unique_bundles(cls, value: list[DagBundleSpec], info: ValidationInfo) -> list[DagBundleSpec]:
+        if problems := _duplicates(value, "name", info.field_name, "give each Dag bundle its own name"):
+            raise _problems(problems)
         return value
 
     @model_validator(mode="after")
     def _cross_checks(self) -> EnvironmentSpec:
-        problems = [
-            *self._duplicate_workers(),
-            *self._bucket_problems(),
-            *self._chart_problems(),
-        ]
+        """Checks across parts; they run once every part is valid on its own."""
+        problems: list[tuple[str, str]] = []
         if isinstance(self.identity, IrsaIdentitySpec) and self.cluster.kind != "eks":
-            problems.append(
-                "identity.mode: 'irsa' needs an EKS cluster (cluster.kind: eks); for an existing "
-                "cluster use identity.mode: static-credentials"
-            )
-        names = [b.name for b in self.dag_bundles]
-        if len(names) != len(set(names)):
-            problems.append(f"dag_bundles: names must be unique, got {names}")
-        if problems:
-            raise _problem("cross_field", "\n".join(problems))
-        return self
-
-    def _duplicate_workers(self) -> list[str]:
-        problems, seen_names, seen_queues = [], {}, {}
-        for index, worker in enumerate(self.workers):
-            if worker.name in seen_names:
-                problems.append(
-                    f"workers[{index}].name: '{worker.name}' is already used by workers[{seen_names[worker.name]}]; "
-                    "worker names must be unique"
-                )
-            if worker.queue in seen_queues:
-                problems.append(
-                    f"workers[{index}].queue: '{worker.queue}' is already consumed by workers[{seen_queues[worker.queue]}]; "
-                    "give each worker its own queue, or raise that worker's replicas"
-                )
-            seen_names.setdefault(worker.name, index)
-            seen_queues.setdefault(worker.queue, index)
-        return problems
-
-    def _bucket_problems(self) -> list[str]:
-        problems = []
-        for path, bucket in (("backends.xcom.bucket", self.backends.xcom.bucket), ("backends.logs.bucket", self.backends.logs.bucket)):
-            if not BUCKET_NAME.match(bucket) or ".." in bucket or re.match(r"^\d+\.\d+\.\d+\.\d+$", bucket):
-                problems.append(
-                    f"{path}: '{bucket}' is not a valid S3 bucket name; use 3-63 lowercase letters, digits, '.' and '-', "
-                    "starting and ending with a letter or digit"
-                )
-        for path, prefix in (
-            ("backends.xcom.prefix", self.backends.xcom.prefix),
-            ("backends.logs.prefix", self.backends.logs.prefix),
-            ("backends.secrets.connections_prefix", self.backends.secrets.connections_prefix),
-            ("backends.secrets.variables_prefix", self.backends.secrets.variables_prefix),
-            *((("backends.state_store.prefix", self.backends.state_store.prefix),) if self.backends.state_store else ()),
-        ):
-            try:
-                _s3_prefix(prefix)
-            except PydanticCustomError as error:
-                problems.append(f"{path}: '{prefix}': {error.message()}")
-        return problems
-
-    def _chart_problems(self) -> list[str]:
+            problems.append((
+                "identity.mode",
+                f"got 'irsa' with cluster.kind '{self.cluster.kind}': IRSA needs an EKS cluster; for an "
+                "existing cluster use identity.mode: static-credentials",
+            ))
         version = self.chart.parsed_version
-        problems = []
         if self.backends.state_store and version < Version("2.3.0"):
-            problems.append(
-                f"backends.state_store: chart {self.chart.version} has no stateStoreBackend (added in 2.3.0); "
-                "remove backends.state_store or set chart.version to '2.3.3'"
-            )
+            problems.append((
+                "backends.state_store",
+                f"chart.version {self.chart.version!r} has no stateStoreBackend (added in 2.3.0); "
+                "set chart.version to '2.3.3' or remove backends.state_store",
+            ))
         if self.chart.open_lineage and version < Version("2.2.0"):
-            problems.append(
-                f"chart.open_lineage: chart {self.chart.version} has no openLineage block (added in 2.2.0); "
-                "set chart.version to '2.3.3' or open_lineage: false"
-            )
-        return problems
+            problems.append((
+                "chart.open_lineage",
+                f"chart.version {self.chart.version!r} has no openLineage block (added in 2.2.0); "
+                "set chart.version to '2.3.3' or open_lineage: false",
+            ))
+        if problems:
+            raise _problems(problems)
+        return self
 
     @property
     def eks(self) -> EksClusterSpec | None:
@@ -573,12 +637,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
+    first: dict[Any, int] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise ConfigError([f"line {key_node.start_mark.line + 1}: key '{key}' appears twice; keep one"])
-        seen.add(key)
+        line = key_node.start_mark.line + 1
+        if key in first:
+            raise ConfigError([f"line {line}: key {key!r} appears twice (first on line {first[key]}); keep one of them"])
+        first[key] = line
     return loader.construct_mapping(node, deep=deep)
 
 
@@ -588,7 +653,11 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 def parse_spec(data: Any, source: str = "spec") -> EnvironmentSpec:
     """Validate a mapping as an EnvironmentSpec; raise ConfigError listing every problem."""
     if not isinstance(data, dict):
-        raise ConfigError([f"the spec must be a mapping of keys to values, got {type(data).__name__}"], source)
+        got = "an empty document" if data is None else f"a {type(data).__name__} ({_short(data)})"
+        raise ConfigError(
+            [f"(document): got {got}; a spec is a mapping of fields, start from include/environments/tutorial.yaml"],
+            source,
+        )
     try:
         return EnvironmentSpec.model_validate(data)
     except ValidationError as error:
@@ -600,41 +669,101 @@ def load_spec(path: str | Path) -> EnvironmentSpec:
     path = Path(path)
     try:
         data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as error:
-        raise ConfigError([f"not valid YAML: {error}"], str(path)) from None
     except FileNotFoundError:
-        raise ConfigError([f"no such file: {path}"], str(path)) from None
+        raise ConfigError([f"(file): no such file {str(path)!r}; check the path"], str(path)) from None
+    except ConfigError as error:
+        raise ConfigError(error.problems, str(path)) from None
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        raise ConfigError([f"{where}: not valid YAML: {error.problem}; fix the syntax there"], str(path)) from None
+    except yaml.YAMLError as error:
+        raise ConfigError([f"(file): not valid YAML: {' '.join(str(error).split())}"], str(path)) from None
     return parse_spec(data, str(path))
+
+
+# Discriminated-union members: pydantic puts the tag in the error path, users never wrote it there.
+_TAGGED: dict[str, type[SpecModel]] = {
+    "eks": EksClusterSpec,
+    "existing": ExistingClusterSpec,
+    "irsa": IrsaIdentitySpec,
+    "static-credentials": StaticCredentialsIdentitySpec,
+}
+# Pydantic's messages say what is wrong; these say how to fix it (placeholders are the error's ctx).
+# literal_error is absent: its message already lists the accepted values.
+_FIXES = {
+    "greater_than_equal": "use a value >= {ge}",
+    "greater_than": "use a value > {gt}",
+    "less_than_equal": "use a value <= {le}",
+    "less_than": "use a value < {lt}",
+    "too_short": "give at least {min_length} item(s)",
+    "too_long": "give at most {max_length} item(s)",
+    "string_too_short": "give at least {min_length} character(s)",
+    "string_too_long": "shorten it to at most {max_length} characters",
+    "int_type": "write a whole number, like 2",
+    "int_parsing": "write a whole number, like 2",
+    "int_from_float": "write a whole number, like 2",
+    "bool_type": "write true or false",
+    "bool_parsing": "write true or false",
+    "string_type": "write a string (quote it in YAML)",
+    "list_type": "write a YAML list, one '- item' per line",
+    "dict_type": "write a mapping of 'key: value' lines",
+    "model_type": "write a mapping of 'key: value' lines",
+    "model_attributes_type": "write a mapping of 'key: value' lines",
+}
 
 
 def _describe(error: Any) -> list[str]:
     """Lines naming the field path, the bad value, what is wrong and how to fix it."""
     loc = _path(error["loc"])
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "problems":
+        return [f"{_join(loc, relative)}: {message}" for relative, message in ctx["problems"]]
+    if kind == "extra_forbidden":
+        return [f"{loc}: unknown field {error['loc'][-1]!r}{_did_you_mean(error['loc'])}"]
+    if kind == "missing":
+        return [f"{loc}: required field is missing; add it{_about(error['loc'])}"]
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        tag = str(ctx.get("discriminator", "")).strip("'")
+        expected = ", ".join(repr(t) for t, model in _TAGGED.items() if tag in model.model_fields)
+        if kind == "union_tag_not_found":
+            return [f"{loc}.{tag}: required field is missing; add {tag}: one of {expected}"]
+        return [f"{loc}.{tag}: got {ctx.get('tag')!r}: use one of {expected}"]
     value = error.get("input")
-    if error["type"] == "cross_field":
-        return [line if not loc else f"{loc}: {line}" for line in error["msg"].splitlines()]
-    if error["type"] == "extra_forbidden":
-        return [f"{loc}: unknown field '{error['loc'][-1]}'{_did_you_mean(error['loc'])}"]
-    if error["type"] == "missing":
-        return [f"{loc}: required field is missing; add it (see docs/spec-reference.md)"]
-    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
-        tag = "kind" if loc == "cluster" else "mode"
-        expected = error["ctx"].get("expected_tags", "")
-        return [f"{loc}.{tag}: got {error['ctx'].get('tag')!r}: use one of {expected}"]
-    shown = "" if isinstance(value, (dict, list)) else f" got {value!r}:"
-    return [f"{loc}:{shown} {error['msg']}"]
+    shown = "" if isinstance(value, dict) else f" got {_short(value)}:"
+    fix = _FIXES.get(kind)
+    return [f"{loc}:{shown} {error['msg']}" + (f"; {fix.format_map(ctx)}" if fix else "")]
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _join(base: str, relative: str) -> str:
+    if not base or not relative:
+        return base or relative
+    return base + relative if relative.startswith("[") else f"{base}.{relative}"
 
 
 def _path(loc: tuple[Any, ...]) -> str:
-    parts: list[str] = []
-    for item in loc:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        elif item in ("eks", "existing", "irsa", "static-credentials"):
-            continue  # pydantic adds the union member's tag to the path; users never wrote it
-        else:
-            parts.append(("." if parts else "") + str(item))
-    return "".join(parts)
+    path = ""
+    for previous, item in zip((None, *loc), loc):
+        if _is_tag(previous, item):
+            continue
+        path = _join(path, f"[{item}]" if isinstance(item, int) else str(item))
+    return path
+
+
+def _is_tag(previous: Any, item: Any) -> bool:
+    return previous in ("cluster", "identity") and item in _TAGGED
+
+
+def _about(loc: tuple[Any, ...]) -> str:
+    model = _model_at(loc[:-1])
+    field = model.model_fields.get(str(loc[-1])) if model else None
+    return f" ({field.description})" if field and field.description else ""
 
 
 def _did_you_mean(loc: tuple[Any, ...]) -> str:
@@ -642,17 +771,16 @@ def _did_you_mean(loc: tuple[Any, ...]) -> str:
     if model is None:
         return ""
     close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else f"; known fields: {', '.join(model.model_fields)}"
+    return f"; did you mean {close[0]!r}?" if close else f"; remove it (known fields: {', '.join(model.model_fields)})"
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     model: type[BaseModel] = EnvironmentSpec
-    tags = {"eks": EksClusterSpec, "existing": ExistingClusterSpec, "irsa": IrsaIdentitySpec, "static-credentials": StaticCredentialsIdentitySpec}
-    for item in loc:
+    for previous, item in zip((None, *loc), loc):
         if isinstance(item, int):
             continue
-        if item in tags:
-            model = tags[item]
+        if _is_tag(previous, item):
+            model = _TAGGED[item]
             continue
         field = model.model_fields.get(str(item))
         if field is None:

@@ -197,8 +197,9 @@ def wait_until_active(describe: Callable[[], str], timeout: float) -> float:
 
 
 def test_cluster_and_nodegroup_are_creating_until_the_configured_delay_has_passed(aws: AwsEmulator) -> None:
-    # The first node group makes moto import its EC2 models, which can take a second; hence 2 s.
-    aws.set_eks_delays(cluster_seconds=1.0, nodegroup_seconds=2.0)
+    # Generous delays: the first node group makes moto import its EC2 models (about a second), and a
+    # loaded 2-core machine can take as long again to answer the create call.
+    aws.set_eks_delays(cluster_seconds=2.5, nodegroup_seconds=4.0)
     eks = aws.admin_client("eks")
     eks.create_cluster(name="slow", roleArn=f"arn:aws:iam::{aws.account_id}:role/eks", resourcesVpcConfig={})
 
@@ -209,12 +210,12 @@ def test_cluster_and_nodegroup_are_creating_until_the_configured_delay_has_passe
         return str(eks.describe_nodegroup(clusterName="slow", nodegroupName="workers")["nodegroup"]["status"])
 
     assert cluster_status() == "CREATING"
-    assert wait_until_active(cluster_status, timeout=3) >= 0.5
+    assert wait_until_active(cluster_status, timeout=10) >= 0.5
 
     node_role = f"arn:aws:iam::{aws.account_id}:role/nodes"
     eks.create_nodegroup(clusterName="slow", nodegroupName="workers", subnets=["subnet-1"], nodeRole=node_role)
     assert nodegroup_status() == "CREATING"
-    wait_until_active(nodegroup_status, timeout=3)
+    wait_until_active(nodegroup_status, timeout=10)
 
 
 def test_eks_delays_can_be_set_over_the_admin_endpoint(aws: AwsEmulator) -> None:
