@@ -78,6 +78,8 @@ class EksDelays:
 
 # Read by the patched EKS models; module-level because moto's backends are process-global too.
 _eks_delays = EksDelays()
+# The Kubernetes API that sandbox EKS clusters answer with (moto's endpoint is a fake hostname).
+_eks_endpoint: dict[str, str] = {}
 _patch_lock = threading.Lock()
 _patches_applied = False
 
@@ -97,6 +99,7 @@ def apply_moto_patches() -> None:
         _scope_secrets_manager_checks_to_the_secret_arn()
         _sign_bodiless_requests_with_an_empty_body()
         _delay_eks_activation()
+        _point_eks_clusters_at_the_emulator()
         _patches_applied = True
 
 
@@ -184,6 +187,21 @@ def _delay_eks_activation() -> None:
 
     Cluster.status = status_property(lambda: _eks_delays.cluster_seconds)
     Nodegroup.status = status_property(lambda: _eks_delays.nodegroup_seconds)
+
+
+def _point_eks_clusters_at_the_emulator() -> None:
+    # moto gives each cluster a made-up https endpoint; the sandbox's clusters answer at the
+    # Kubernetes emulator instead, so everything built from describe_cluster (kubeconfig, tokens,
+    # helm) reaches a real API. Without an override moto's endpoint is kept.
+    from moto.eks.models import Cluster
+
+    def get_endpoint(self: Any) -> str:
+        return _eks_endpoint.get("url") or self.__dict__["_sandbox_endpoint"]
+
+    def set_endpoint(self: Any, value: str) -> None:
+        self.__dict__["_sandbox_endpoint"] = value
+
+    Cluster.endpoint = property(get_endpoint, set_endpoint)
 
 
 # --------------------------------------------------------------------------------------------
@@ -488,6 +506,13 @@ class AwsEmulator:
         }
 
     # -- runtime knobs ---------------------------------------------------------------------
+
+    def set_eks_endpoint(self, url: str | None) -> None:
+        """Make every EKS cluster's endpoint `url` (the Kubernetes emulator); None restores moto's."""
+        if url:
+            _eks_endpoint["url"] = url
+        else:
+            _eks_endpoint.pop("url", None)
 
     def set_eks_delays(self, cluster_seconds: float | None = None, nodegroup_seconds: float | None = None) -> None:
         if cluster_seconds is not None:

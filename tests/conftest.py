@@ -7,8 +7,12 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from sandbox.environment import Sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="remote-agents-airflow-")
@@ -22,3 +26,25 @@ os.environ["PATH"] = f"{ROOT / '.tools' / 'bin'}{os.pathsep}{os.environ['PATH']}
 def _remove_airflow_home() -> Iterator[None]:
     yield
     shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """The whole sandbox for sandbox.yaml, in this process, with its Connections in os.environ.
+
+    moto keeps its state per process, so every test shares this one sandbox (and its AwsEmulator);
+    tests that change it call ``sandbox.reset()`` first.
+    """
+    from remote_agents.spec import load_spec
+    from sandbox.environment import DEFAULT_SPEC, Sandbox
+
+    instance = Sandbox(tmp_path_factory.mktemp("sandbox"), load_spec(DEFAULT_SPEC)).start()
+    saved = {name: os.environ.get(name) for name in instance.env()}
+    os.environ.update(instance.env())
+    yield instance
+    instance.stop()
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

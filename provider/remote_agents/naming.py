@@ -74,3 +74,24 @@ def ownership_labels(spec: EnvironmentSpec) -> dict[str, str]:
 def ownership_tags(spec: EnvironmentSpec) -> dict[str, str]:
     """AWS tags on every resource we create, for the same reason."""
     return {"remote-agents:environment": spec.name, "remote-agents:managed-by": OWNER_VALUE}
+
+
+# Objects we create beside the chart (manifests) and the chart values refer to by name.
+CONSTRAINTS_CONFIG_KEY = "constraints.txt"
+# One inline permission policy per IRSA role; the role name already says whose it is.
+IRSA_POLICY_NAME = "remote-agents-access"
+
+
+def constraints_configmap_name(spec: EnvironmentSpec) -> str:
+    """The ConfigMap holding the agent image's pip freeze, used by the worker pip-install initContainer."""
+    return f"{spec.resource_name_prefix}-pip-constraints"
+
+
+def openlineage_secret_name(spec: EnvironmentSpec) -> str:
+    """Secret (key `api-key`) the chart's `openLineage.apiKeySecret` names when lineage is enabled."""
+    return f"{spec.resource_name_prefix}-openlineage-api-key"
+
+
+def eks_role_names(spec: EnvironmentSpec) -> dict[str, str]:
+    """IAM role names for the EKS control plane and node groups, used when the spec gives no ARNs."""
+    return {"cluster": f"{spec.name}-eks-cluster"[:64], "node": f"{spec.name}-eks-node"[:64]}

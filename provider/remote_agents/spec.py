@@ -624,6 +624,16 @@ class EnvironmentSpec(SpecModel):
         return self
 
     @property
+    def state_store(self) -> StateStoreSpec | None:
+        """The task state store the agents use: as written, else the default from chart 2.3.0 on.
+
+        Agents >= 1.8 on Runtime 3.3 refuse to start without one, and chart 2.3 installs them.
+        """
+        if self.backends.state_store or self.chart.parsed_version < Version("2.3.0"):
+            return self.backends.state_store
+        return StateStoreSpec()
+
+    @property
     def eks(self) -> EksClusterSpec | None:
         return self.cluster if isinstance(self.cluster, EksClusterSpec) else None
 

@@ -11,6 +11,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from sandbox.environment import Sandbox
 from sandbox.aws import AwsCall, AwsEmulator
 
 pytestmark = pytest.mark.sandbox
@@ -23,15 +24,15 @@ NO_RETRIES = Config(retries={"total_max_attempts": 1})
 
 
 @pytest.fixture(scope="module")
-def aws() -> Iterator[AwsEmulator]:
-    with AwsEmulator() as emulator:
-        yield emulator
+def aws(sandbox: Sandbox) -> AwsEmulator:
+    # moto's state is process-global: every test shares the session sandbox's emulator.
+    return sandbox.aws
 
 
 @pytest.fixture(autouse=True)
-def clean_aws(aws: AwsEmulator) -> None:
-    aws.reset()
-    aws.set_eks_delays(cluster_seconds=0, nodegroup_seconds=0)
+def clean_aws(sandbox: Sandbox) -> None:
+    sandbox.reset()
+    sandbox.aws.set_eks_delays(cluster_seconds=0, nodegroup_seconds=0)
 
 
 @pytest.fixture(scope="module")

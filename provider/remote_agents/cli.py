@@ -1,0 +1,173 @@
+"""`remote-agents`: validate a spec and print what the bootstrap would create, without touching anything.
+
+    remote-agents validate SPEC
+    remote-agents render SPEC [--only values|manifests|policies|cluster] [--format yaml|json]
+                              [--account-id ID] [--oidc-issuer URL] [--constraints FILE]
+
+Exit 0 on success, 2 with the problems on stderr when the spec (or an option) is invalid.
+Imports stay light (no Airflow) so the command starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from remote_agents import naming
+from remote_agents.errors import ConfigError
+from remote_agents.render import cluster, manifests, policies, values
+from remote_agents.spec import EksClusterSpec, EnvironmentSpec, load_spec
+
+SECTIONS = ("values", "manifests", "policies", "cluster")
+YAML_WIDTH = 1_000_000  # keep JSON strings such as dagBundleConfigList on one line
+# Documentation examples, not real: real runs read them from AWS (STS, EKS describe_cluster).
+PLACEHOLDER_ACCOUNT_ID = "123456789012"
+PLACEHOLDER_OIDC_ID = "EXAMPLED539D4633E53DE1B71EXAMPLE"
+# The repository's copy; an installed wheel has none, so `--constraints` then names the file.
+DEFAULT_CONSTRAINTS = Path(__file__).resolve().parents[2] / "include" / "agent-constraints.txt"
+
+
+class _ReviewDumper(yaml.SafeDumper):
+    """YAML for people: multi-line strings as `|` blocks, no anchors for repeated lists."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_ReviewDumper.add_representer(str, _represent_str)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        spec = load_spec(args.spec)
+        if args.command == "validate":
+            print(f"OK {args.spec}: {summarize(spec)}")
+        else:
+            _print_render(spec, args)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    return 0
+
+
+def summarize(spec: EnvironmentSpec) -> str:
+    """One line: what the spec will create, where."""
+    eks = spec.eks
+    where = f"EKS cluster {eks.name} ({eks.region}, Kubernetes {eks.kubernetes_version})" if eks else "existing cluster"
+    queues = ", ".join(worker.queue for worker in spec.workers)
+    noun = "worker" if len(spec.workers) == 1 else "workers"
+    return (
+        f"environment '{spec.name}': {where}, namespace {spec.namespace}, {len(spec.workers)} {noun} "
+        f"(queues: {queues}), chart {spec.chart.version}, identity {spec.identity.mode}"
+    )
+
+
+def render(spec: EnvironmentSpec, section: str, account_id: str, oidc_issuer: str, constraints: str | None) -> Any:
+    """The data of one section, as `remote-agents render --only <section>` prints it."""
+    if section == "values":
+        role_arns = policies.build_role_arns(spec, account_id) if spec.irsa else None
+        return values.build_values(spec, role_arns)
+    if section == "manifests":
+        return manifests.build_manifests(spec, constraints)
+    if section == "policies":
+        if not spec.irsa:
+            return {"static_credentials_user_policy": policies.build_permission_policy(spec, account_id)}
+        return {
+            "irsa_roles": {
+                str(component or "all"): role
+                for component, role in policies.build_irsa_policies(spec, oidc_issuer, account_id).items()
+            },
+            **({"eks": _eks_roles(spec, account_id)} if spec.eks else {}),
+        }
+    return _cluster_requests(spec, spec.eks, account_id) if spec.eks else {}
+
+
+def _eks_roles(spec: EnvironmentSpec, account_id: str) -> dict[str, Any]:
+    names = naming.eks_role_names(spec)
+    managed = policies.build_eks_managed_policy_arns(spec)
+    return {
+        "cluster_role": {"role_name": names["cluster"], "trust_policy": policies.build_eks_cluster_trust_policy(spec), "managed_policy_arns": managed["cluster"]},
+        "node_role": {"role_name": names["node"], "trust_policy": policies.build_eks_node_trust_policy(spec), "managed_policy_arns": managed["node"]},
+    }
+
+
+def _cluster_requests(spec: EnvironmentSpec, eks: EksClusterSpec, account_id: str) -> dict[str, Any]:
+    partition = policies.aws_partition(eks.region)
+    names = naming.eks_role_names(spec)
+    cluster_role = eks.cluster_role_arn or f"arn:{partition}:iam::{account_id}:role/{names['cluster']}"
+    node_role = eks.node_role_arn or f"arn:{partition}:iam::{account_id}:role/{names['node']}"
+    plan = None if eks.subnet_ids else cluster.build_vpc_plan(spec)
+    # Without subnets in the spec, the plan's subnet names stand in for the ids the VPC step returns.
+    cluster_subnets = list(eks.subnet_ids) or [f"<{name}>" for name in plan["cluster_subnets"]]
+    node_subnets = list(eks.subnet_ids) or [f"<{name}>" for name in plan["node_subnets"]]
+    return {
+        "vpc_plan": plan,
+        "create_cluster": cluster.build_create_cluster_request(spec, cluster_role, cluster_subnets),
+        "create_nodegroups": cluster.build_nodegroup_requests(spec, node_role, node_subnets),
+    }
+
+
+def _print_render(spec: EnvironmentSpec, args: argparse.Namespace) -> None:
+    region = spec.eks.region if spec.eks else spec.backends.aws_region
+    oidc_issuer = args.oidc_issuer or f"https://oidc.eks.{region}.amazonaws.com/id/{PLACEHOLDER_OIDC_ID}"
+    constraints = _read_constraints(args.constraints)
+    sections = [args.only] if args.only else list(SECTIONS)
+    data = {s: render(spec, s, args.account_id, oidc_issuer, constraints) for s in sections}
+    note = _placeholder_note(spec, args, sections, oidc_issuer)
+    if args.format == "json":
+        if note:
+            print(note, file=sys.stderr)  # JSON has no comments
+        print(json.dumps(data[args.only] if args.only else data, indent=2))
+        return
+    if note:
+        print("\n".join(f"# {line}" for line in note.splitlines()))
+    if args.only == "manifests":
+        print(yaml.dump_all(data["manifests"], Dumper=_ReviewDumper, sort_keys=False, width=YAML_WIDTH), end="")
+    else:
+        print(yaml.dump(data[args.only] if args.only else data, Dumper=_ReviewDumper, sort_keys=False, width=YAML_WIDTH), end="")
+
+
+def _placeholder_note(spec: EnvironmentSpec, args: argparse.Namespace, sections: list[str], oidc_issuer: str) -> str:
+    lines = []
+    if args.account_id == PLACEHOLDER_ACCOUNT_ID and set(sections) & {"values", "policies", "cluster"}:
+        lines.append(f"AWS account {PLACEHOLDER_ACCOUNT_ID} is a placeholder; pass --account-id for real ARNs.")
+    if not args.oidc_issuer and "policies" in sections and spec.irsa:
+        lines.append(f"OIDC issuer {oidc_issuer} is a placeholder; pass --oidc-issuer (EKS describe-cluster).")
+    if "manifests" in sections:
+        lines.append(
+            f"Secret values are the placeholder '{manifests.SECRET_PLACEHOLDER}'; the bootstrap fills them at run time."
+        )
+    return "\n".join(lines)
+
+
+def _read_constraints(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None  # only an error if a worker needs it; build_manifests says so
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="remote-agents", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    validate = commands.add_parser("validate", help="validate a spec and print a one-line summary")
+    validate.add_argument("spec", type=Path)
+    render_cmd = commands.add_parser("render", help="print the desired state computed from a spec")
+    render_cmd.add_argument("spec", type=Path)
+    render_cmd.add_argument("--only", choices=SECTIONS, help="print one section (default: all)")
+    render_cmd.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    render_cmd.add_argument("--account-id", default=PLACEHOLDER_ACCOUNT_ID, help="AWS account id for ARNs")
+    render_cmd.add_argument("--oidc-issuer", help="the EKS cluster's OIDC issuer URL, for IRSA trust policies")
+    render_cmd.add_argument("--constraints", type=Path, default=DEFAULT_CONSTRAINTS, help="agent image pip constraints")
+    return parser

@@ -1,0 +1,220 @@
+"""IAM policy documents: IRSA trust and permission policies, and the EKS cluster/node role trusts.
+
+Least privilege by construction (DESIGN principle 6): trust names the exact ServiceAccounts with
+`StringEquals` on `:sub` and `:aud`; permissions name the exact bucket prefixes and secret name
+prefixes. The only wildcard is the trailing `/*` under a prefix the spec names; anything else is
+refused. ARNs follow the partition of the region (aws, aws-cn, aws-us-gov).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from remote_agents import naming
+from remote_agents.errors import ConfigError
+from remote_agents.spec import EnvironmentSpec
+
+POLICY_VERSION = "2012-10-17"
+OBJECT_READ_WRITE = ["s3:GetObject", "s3:PutObject"]
+OBJECT_DELETE = ["s3:DeleteObject"]
+SECRET_READ = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
+EKS_CLUSTER_MANAGED_POLICIES = ["AmazonEKSClusterPolicy"]
+EKS_NODE_MANAGED_POLICIES = ["AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly"]
+ACCOUNT_ID = re.compile(r"^\d{12}$")
+OIDC_ISSUER = re.compile(r"^https://([a-z0-9.-]+(/[A-Za-z0-9._-]+)*)$")
+# What each Airflow component touches (per_component roles). Workers run tasks: XCom, task state,
+# task logs, connections/variables. The triggerer runs triggers: XCom and trigger logs, connections,
+# but no task state store. The Dag processor parses: connections/variables (git bundle credentials,
+# top-level Variable reads) and its own logs, never XCom or task state.
+COMPONENT_NEEDS = {
+    None: {"xcom", "state", "logs", "secrets"},
+    naming.WORKER: {"xcom", "state", "logs", "secrets"},
+    naming.TRIGGERER: {"xcom", "logs", "secrets"},
+    naming.DAG_PROCESSOR: {"logs", "secrets"},
+}
+
+
+def aws_partition(region: str) -> str:
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+def build_role_arns(spec: EnvironmentSpec, account_id: str) -> dict[str | None, str]:
+    """ARN of each IRSA role (keys as in ``naming.irsa_role_names``), as `values.build_values` takes them."""
+    partition = _iam_partition(spec)
+    _check_account(account_id)
+    return {
+        component: f"arn:{partition}:iam::{account_id}:role/{name}"
+        for component, name in naming.irsa_role_names(spec).items()
+    }
+
+
+def build_irsa_trust_policy(
+    spec: EnvironmentSpec, oidc_issuer: str, account_id: str, component: str | None = None
+) -> dict[str, Any]:
+    """Trust of an IRSA role: only the component's ServiceAccounts, through the cluster's OIDC provider."""
+    if not spec.irsa:
+        raise ConfigError(["identity.mode: trust policies are for 'irsa'; static credentials use an IAM user"], spec.name)
+    _check_account(account_id)
+    match = OIDC_ISSUER.match(oidc_issuer)
+    if not match:
+        raise ConfigError(
+            [f"oidc_issuer: got {oidc_issuer!r}; use the cluster's issuer URL like "
+             "'https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE'"],
+            spec.name,
+        )
+    issuer = match.group(1)
+    subjects = naming.service_account_subjects(spec, component)
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Federated": f"arn:{_iam_partition(spec)}:iam::{account_id}:oidc-provider/{issuer}"},
+                "Action": "sts:AssumeRoleWithWebIdentity",
+                "Condition": {"StringEquals": {f"{issuer}:sub": subjects, f"{issuer}:aud": "sts.amazonaws.com"}},
+            }
+        ],
+    }
+
+
+def build_permission_policy(spec: EnvironmentSpec, account_id: str, component: str | None = None) -> dict[str, Any]:
+    """S3 and Secrets Manager access for one IRSA role (or the on-prem IAM user when component is None)."""
+    if component not in COMPONENT_NEEDS:
+        raise ConfigError([f"component: got {component!r}; use one of {sorted(str(c) for c in COMPONENT_NEEDS)}"], spec.name)
+    _check_account(account_id)
+    needs = COMPONENT_NEEDS[component]
+    backends = spec.backends
+    partition = aws_partition(backends.aws_region)
+    read_write: list[tuple[str, str]] = []
+    deletable: list[tuple[str, str]] = []
+    if "xcom" in needs:
+        deletable.append((backends.xcom.bucket, backends.xcom.prefix))
+    if "state" in needs and spec.state_store:
+        deletable.append((backends.xcom.bucket, spec.state_store.prefix))
+    if "logs" in needs:
+        # Task logs are written (and re-read to append) but never deleted by the agents.
+        read_write.append((backends.logs.bucket, backends.logs.prefix))
+    statements: list[dict[str, Any]] = []
+    if deletable:
+        statements.append(_object_statement("ObjectsReadWriteDelete", OBJECT_READ_WRITE + OBJECT_DELETE, deletable, partition))
+    if read_write:
+        statements.append(_object_statement("ObjectsReadWrite", OBJECT_READ_WRITE, read_write, partition))
+    statements.extend(_list_bucket_statements(deletable + read_write, partition))
+    if "secrets" in needs:
+        prefixes = [backends.secrets.connections_prefix, backends.secrets.variables_prefix]
+        statements.append(
+            {
+                "Sid": "ReadSecrets",
+                "Effect": "Allow",
+                "Action": SECRET_READ,
+                "Resource": [
+                    f"arn:{partition}:secretsmanager:{backends.aws_region}:{account_id}:secret:{prefix}/*"
+                    for prefix in prefixes
+                ],
+            }
+        )
+    policy = {"Version": POLICY_VERSION, "Statement": statements}
+    _refuse_wildcards(spec, policy)
+    return policy
+
+
+def build_irsa_policies(spec: EnvironmentSpec, oidc_issuer: str, account_id: str) -> dict[str | None, dict[str, Any]]:
+    """Per IRSA role (keys as in ``naming.irsa_role_names``): its name, trust and permission policy."""
+    return {
+        component: {
+            "role_name": role_name,
+            "policy_name": naming.IRSA_POLICY_NAME,
+            "trust_policy": build_irsa_trust_policy(spec, oidc_issuer, account_id, component),
+            "permission_policy": build_permission_policy(spec, account_id, component),
+        }
+        for component, role_name in naming.irsa_role_names(spec).items()
+    }
+
+
+def build_eks_cluster_trust_policy(spec: EnvironmentSpec) -> dict[str, Any]:
+    return _service_trust("eks.amazonaws.com")
+
+
+def build_eks_node_trust_policy(spec: EnvironmentSpec) -> dict[str, Any]:
+    # EC2's service principal carries the China domain in aws-cn; EKS's does not.
+    service = "ec2.amazonaws.com.cn" if _iam_partition(spec) == "aws-cn" else "ec2.amazonaws.com"
+    return _service_trust(service)
+
+
+def build_eks_managed_policy_arns(spec: EnvironmentSpec) -> dict[str, list[str]]:
+    """AWS managed policies to attach to the EKS cluster role and node role."""
+    partition = _iam_partition(spec)
+    return {
+        "cluster": [f"arn:{partition}:iam::aws:policy/{name}" for name in EKS_CLUSTER_MANAGED_POLICIES],
+        "node": [f"arn:{partition}:iam::aws:policy/{name}" for name in EKS_NODE_MANAGED_POLICIES],
+    }
+
+
+def _service_trust(service: str) -> dict[str, Any]:
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}],
+    }
+
+
+def _object_statement(sid: str, actions: list[str], locations: list[tuple[str, str]], partition: str) -> dict[str, Any]:
+    return {
+        "Sid": sid,
+        "Effect": "Allow",
+        "Action": actions,
+        "Resource": sorted({f"arn:{partition}:s3:::{bucket}/{prefix}/*" for bucket, prefix in locations}),
+    }
+
+
+def _list_bucket_statements(locations: list[tuple[str, str]], partition: str) -> list[dict[str, Any]]:
+    """s3:ListBucket per bucket, limited to our prefixes (the `s3:prefix` key is per bucket)."""
+    by_bucket: dict[str, set[str]] = {}
+    for bucket, prefix in locations:
+        by_bucket.setdefault(bucket, set()).update({prefix, f"{prefix}/*"})
+    return [
+        {
+            "Sid": f"ListPrefixes{index}",
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": f"arn:{partition}:s3:::{bucket}",
+            "Condition": {"StringLike": {"s3:prefix": sorted(prefixes)}},
+        }
+        for index, (bucket, prefixes) in enumerate(sorted(by_bucket.items()))
+    ]
+
+
+def _refuse_wildcards(spec: EnvironmentSpec, policy: dict[str, Any]) -> None:
+    """Only a trailing `/*` under a named prefix may match more than one name."""
+    problems = []
+    for statement in policy["Statement"]:
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        values = [*resources, *statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix", [])]
+        for value in values:
+            head = value[:-2] if value.endswith("/*") else value
+            if "*" in head or "?" in head:
+                problems.append(f"{statement['Sid']}: '{value}' has a wildcard the spec did not ask for")
+    if problems:
+        raise ConfigError(problems, spec.name)
+
+
+def _iam_partition(spec: EnvironmentSpec) -> str:
+    """IAM lives in the partition of the cluster (or, on-prem, of the backends); both must agree."""
+    backends_partition = aws_partition(spec.backends.aws_region)
+    eks = spec.eks
+    if eks and aws_partition(eks.region) != backends_partition:
+        raise ConfigError(
+            [f"cluster.region '{eks.region}' and backends.aws_region '{spec.backends.aws_region}' are in different "
+             "AWS partitions; IRSA roles cannot reach across them — keep both in one partition"],
+            spec.name,
+        )
+    return backends_partition
+
+
+def _check_account(account_id: str) -> None:
+    if not ACCOUNT_ID.match(account_id):
+        raise ConfigError([f"account_id: got {account_id!r}; an AWS account id is 12 digits"])
