@@ -1,0 +1,78 @@
+"""What every converging operator shares: a dry-run switch, the cluster it acts on, one way to report.
+
+An operator's return value (its XCom) is ``report_changes(...)``: the list of ``Change``s it made
+(or would make, in a dry run) plus non-secret facts such as a role ARN or a release revision. The
+bootstrap Dag's summary reads these from every task to print one plan or one run summary.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from remote_agents.changes import Change
+from remote_agents.hooks.cluster import ClusterAccess
+
+CLUSTER_TEMPLATE_FIELDS = ("kubernetes_conn_id", "eks_cluster_name", "aws_conn_id", "region_name", "dry_run")
+
+
+def as_bool(value: bool | str | None) -> bool:
+    """A templated flag renders to the string "True"/"False" (unless the Dag renders native objects)."""
+    if isinstance(value, str):
+        if value.strip().lower() not in ("true", "false", "1", "0", ""):
+            raise ValueError(f"expected a boolean, got {value!r}")
+        return value.strip().lower() in ("true", "1")
+    return bool(value)
+
+
+def report_changes(log: logging.Logger | Any, changes: Iterable[Change], **facts: Any) -> dict[str, Any]:
+    """Log one line per resource and return the XCom payload: ``{"changes": [...], **facts}``."""
+    payload = [change.to_dict() for change in changes]
+    for change in payload:
+        log.info("%s: %s%s", change["resource"], change["action"], " (dry run)" if change["dry_run"] else "")
+        for path, values in change["diff"].items():
+            log.info("    %s: %r -> %r", path, values["from"], values["to"])
+    return {"changes": payload, **facts}
+
+
+class ClusterOperator(BaseOperator):
+    """Base of operators that act on the agents' Kubernetes cluster.
+
+    Give ``kubernetes_conn_id`` for an existing cluster, or ``eks_cluster_name`` (with ``aws_conn_id``
+    and ``region_name``) for EKS. With ``dry_run=True`` nothing is changed and the plan is returned.
+    """
+
+    template_fields: Sequence[str] = CLUSTER_TEMPLATE_FIELDS
+
+    def __init__(
+        self,
+        *,
+        kubernetes_conn_id: str | None = None,
+        eks_cluster_name: str | None = None,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        dry_run: bool | str = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.kubernetes_conn_id = kubernetes_conn_id
+        self.eks_cluster_name = eks_cluster_name
+        self.aws_conn_id = aws_conn_id
+        self.region_name = region_name
+        self.dry_run = dry_run
+
+    @property
+    def is_dry_run(self) -> bool:
+        return as_bool(self.dry_run)
+
+    @property
+    def cluster_access(self) -> ClusterAccess:
+        return ClusterAccess(
+            kubernetes_conn_id=self.kubernetes_conn_id,
+            eks_cluster_name=self.eks_cluster_name,
+            aws_conn_id=self.aws_conn_id,
+            region_name=self.region_name,
+        )
