@@ -24,6 +24,7 @@ from airflow.providers.amazon.aws.hooks.eks import EksHook
 from airflow.providers.amazon.aws.utils.eks_get_token import fetch_access_token_for_cluster
 from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 from airflow.sdk.log import mask_secret
+from kubernetes.client import Configuration
 
 from remote_agents.errors import ClusterError
 
@@ -92,11 +93,20 @@ def _eks_config_dict(endpoint: _EksEndpoint, name: str) -> dict[str, Any]:
 
 def kubernetes_hook(access: ClusterAccess) -> KubernetesHook:
     """A ``KubernetesHook`` for the cluster; for EKS, configured in memory with a fresh token."""
+    # A Configuration of its own: without one the client loads into the process-wide default, so two
+    # hooks for different clusters in one process (a triggerer) would overwrite each other's endpoint.
     if access.kubernetes_conn_id:
-        return KubernetesHook(conn_id=access.kubernetes_conn_id)
+        return KubernetesHook(conn_id=access.kubernetes_conn_id, client_configuration=Configuration())
     assert access.eks_cluster_name is not None
     endpoint = _eks_endpoint(access)
-    return KubernetesHook(conn_id=None, config_dict=_eks_config_dict(endpoint, access.eks_cluster_name))
+    # kubernetes_conn_id=None too: it defaults to "kubernetes_default", whose kube_config_path would
+    # clash with config_dict ("mutually exclusive") wherever that connection exists.
+    return KubernetesHook(
+        conn_id=None,
+        kubernetes_conn_id=None,
+        config_dict=_eks_config_dict(endpoint, access.eks_cluster_name),
+        client_configuration=Configuration(),
+    )
 
 
 @contextlib.contextmanager
