@@ -507,6 +507,19 @@ class AwsEmulator:
 
     # -- runtime knobs ---------------------------------------------------------------------
 
+    def seed_aws_managed_policies(self, names: Iterable[str]) -> None:
+        """Put AWS managed policies into moto as AWS has them. moto loads them only all at once
+        (MOTO_IAM_LOAD_MANAGED_POLICIES), which costs seconds on every reset; we need a handful."""
+        from moto.iam.aws_managed_policies import aws_managed_policies_data
+        from moto.iam.models import AWSManagedPolicy, iam_backends
+        from moto.utilities.utils import get_partition
+
+        data = json.loads(aws_managed_policies_data)
+        backend = iam_backends[self.account_id][get_partition(self.region)]
+        for name in names:
+            policy = AWSManagedPolicy.from_data(name, self.account_id, self.region, data[name])
+            backend.managed_policies[policy.arn] = policy
+
     def set_eks_endpoint(self, url: str | None) -> None:
         """Make every EKS cluster's endpoint `url` (the Kubernetes emulator); None restores moto's."""
         if url:

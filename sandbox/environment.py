@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from remote_agents.render.policies import EKS_CLUSTER_MANAGED_POLICIES, EKS_NODE_MANAGED_POLICIES
 from remote_agents.spec import EnvironmentSpec
 from sandbox.astro import AstroEmulator
 from sandbox.aws import AwsEmulator
@@ -89,7 +90,9 @@ class Sandbox:
             emulator.stop()
 
     def seed_customer_resources(self) -> None:
-        """What exists before a bootstrap: the buckets the spec names (the customer brings them)."""
+        """What exists before a bootstrap: the buckets the spec names (the customer brings them) and
+        the AWS managed policies the EKS roles attach (AWS has them)."""
+        self.aws.seed_aws_managed_policies(EKS_CLUSTER_MANAGED_POLICIES + EKS_NODE_MANAGED_POLICIES)
         s3 = self.aws.admin_client("s3")
         existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
         backends = self.spec.backends

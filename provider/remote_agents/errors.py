@@ -43,3 +43,24 @@ class AstroApiError(RemoteAgentsError):
 
 class HealthCheckError(RemoteAgentsError):
     """A health check failed; the message is the diagnosis (component, evidence, likely fix)."""
+
+
+class AwsError(RemoteAgentsError):
+    """An AWS call failed; ``code`` and ``action`` (``iam:CreateRole``) say which and how."""
+
+    def __init__(self, message: str, code: str = "", action: str = "") -> None:
+        self.code = code
+        self.action = action
+        super().__init__(message)
+
+
+class AwsPermissionError(AwsError):
+    """AWS denied an action: the management identity lacks the IAM permission named by ``action``."""
+
+
+class AwsQuotaError(AwsError):
+    """An AWS service quota is reached; ``quota`` names it."""
+
+    def __init__(self, message: str, code: str = "", action: str = "", quota: str = "") -> None:
+        self.quota = quota
+        super().__init__(message, code, action)

@@ -76,3 +76,33 @@ class ClusterOperator(BaseOperator):
             aws_conn_id=self.aws_conn_id,
             region_name=self.region_name,
         )
+
+
+AWS_TEMPLATE_FIELDS = ("aws_conn_id", "region_name", "dry_run")
+
+
+class AwsOperator(BaseOperator):
+    """Base of operators that converge AWS resources (IAM, EKS, VPC) through the amazon provider's hooks.
+
+    ``aws_conn_id`` and ``region_name`` are spelled and defaulted as in the amazon provider; with
+    ``dry_run=True`` nothing is changed and the plan is returned.
+    """
+
+    template_fields: Sequence[str] = AWS_TEMPLATE_FIELDS
+
+    def __init__(
+        self,
+        *,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        dry_run: bool | str = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.aws_conn_id = aws_conn_id
+        self.region_name = region_name
+        self.dry_run = dry_run
+
+    @property
+    def is_dry_run(self) -> bool:
+        return as_bool(self.dry_run)

@@ -12,7 +12,12 @@ from typing import Any
 
 from remote_agents import naming
 from remote_agents.errors import ConfigError
-from remote_agents.render.policies import aws_partition
+from remote_agents.render.policies import (
+    aws_partition,
+    build_eks_cluster_trust_policy,
+    build_eks_managed_policy_arns,
+    build_eks_node_trust_policy,
+)
 from remote_agents.spec import EksClusterSpec, EnvironmentSpec
 
 CONTROL_PLANE_LOG_TYPES = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
@@ -31,6 +36,11 @@ def build_create_cluster_request(
     subnets = list(subnet_ids or eks.subnet_ids)
     if not subnets:
         raise ConfigError(["cluster.subnet_ids: empty; create the VPC of build_vpc_plan first and pass its subnets"], spec.name)
+    return _cluster_request(spec, cluster_role_arn, subnets)
+
+
+def _cluster_request(spec: EnvironmentSpec, cluster_role_arn: str | None, subnets: list[str]) -> dict[str, Any]:
+    eks = _eks(spec)
     return {
         "name": eks.name,
         "version": eks.kubernetes_version,
@@ -44,9 +54,13 @@ def build_create_cluster_request(
 
 def build_nodegroup_requests(spec: EnvironmentSpec, node_role_arn: str, subnet_ids: list[str]) -> list[dict[str, Any]]:
     """`EKS.create_nodegroup` kwargs, one per spec node group; ``subnet_ids`` are where nodes run."""
-    eks = _eks(spec)
     if not subnet_ids:
         raise ConfigError(["node groups need subnets: pass the private subnets of the VPC (or cluster.subnet_ids)"], spec.name)
+    return _nodegroup_requests(spec, node_role_arn, subnet_ids)
+
+
+def _nodegroup_requests(spec: EnvironmentSpec, node_role_arn: str | None, subnet_ids: list[str]) -> list[dict[str, Any]]:
+    eks = _eks(spec)
     return [
         {
             "clusterName": eks.name,
@@ -67,6 +81,36 @@ def build_nodegroup_requests(spec: EnvironmentSpec, node_role_arn: str, subnet_i
         }
         for group in eks.node_groups
     ]
+
+
+def build_eks_cluster_inputs(spec: EnvironmentSpec, availability_zones: list[str] | None = None) -> dict[str, Any]:
+    """Keyword arguments of ``EnsureEksClusterOperator`` for this spec, as plain data.
+
+    What the spec does not give is left for the operator to fill in once it exists: role ARNs
+    (``roleArn`` / ``nodeRole`` are None, the roles to create are described instead) and subnets
+    (empty, with the VPC plan to create them from).
+    """
+    eks = _eks(spec)
+    subnets = list(eks.subnet_ids)
+    roles = naming.eks_role_names(spec)
+    managed = build_eks_managed_policy_arns(spec)
+    return {
+        "cluster_request": _cluster_request(spec, eks.cluster_role_arn, subnets),
+        "nodegroup_requests": _nodegroup_requests(spec, eks.node_role_arn, subnets),
+        "vpc_plan": None if subnets else build_vpc_plan(spec, availability_zones),
+        "cluster_role": None if eks.cluster_role_arn else {
+            "role_name": roles["cluster"],
+            "trust_policy": build_eks_cluster_trust_policy(spec),
+            "managed_policy_arns": managed["cluster"],
+        },
+        "node_role": None if eks.node_role_arn else {
+            "role_name": roles["node"],
+            "trust_policy": build_eks_node_trust_policy(spec),
+            "managed_policy_arns": managed["node"],
+        },
+        "tags": naming.ownership_tags(spec),
+        "region_name": eks.region,
+    }
 
 
 def build_vpc_plan(spec: EnvironmentSpec, availability_zones: list[str] | None = None) -> dict[str, Any]:

@@ -8,8 +8,10 @@ refused. ARNs follow the partition of the region (aws, aws-cn, aws-us-gov).
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
+from urllib.parse import unquote
 
 from remote_agents import naming
 from remote_agents.errors import ConfigError
@@ -22,6 +24,7 @@ SECRET_READ = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
 EKS_CLUSTER_MANAGED_POLICIES = ["AmazonEKSClusterPolicy"]
 EKS_NODE_MANAGED_POLICIES = ["AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly"]
 ACCOUNT_ID = re.compile(r"^\d{12}$")
+SERVICE_ACCOUNT_SUBJECT = re.compile(r"^system:serviceaccount:[a-z0-9]([-a-z0-9]*[a-z0-9])?:[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
 OIDC_ISSUER = re.compile(r"^https://([a-z0-9.-]+(/[A-Za-z0-9._-]+)*)$")
 # What each Airflow component touches (per_component roles). Workers run tasks: XCom, task state,
 # task logs, connections/variables. The triggerer runs triggers: XCom and trigger logs, connections,
@@ -67,19 +70,96 @@ def build_irsa_trust_policy(
              "'https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE'"],
             spec.name,
         )
+    return build_web_identity_trust_policy(
+        oidc_issuer, account_id, naming.service_account_subjects(spec, component), _iam_partition(spec)
+    )
+
+
+def build_web_identity_trust_policy(
+    oidc_issuer: str, account_id: str, subjects: list[str], partition: str = "aws"
+) -> dict[str, Any]:
+    """Trust of exactly these `system:serviceaccount:<ns>:<sa>` subjects through the OIDC provider.
+
+    The spec-free core of ``build_irsa_trust_policy``, for operators that get the issuer and the
+    subjects as plain arguments.
+    """
+    _check_account(account_id)
+    match = OIDC_ISSUER.match(oidc_issuer)
+    if not match:
+        raise ConfigError(
+            [f"oidc_issuer: got {oidc_issuer!r}; use the cluster's issuer URL like "
+             "'https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE'"]
+        )
+    bad = [s for s in subjects if not SERVICE_ACCOUNT_SUBJECT.match(s)]
+    if not subjects or bad:
+        raise ConfigError(
+            [f"service_account_subjects: got {bad or subjects!r}; name each ServiceAccount exactly, "
+             "as 'system:serviceaccount:<namespace>:<name>' (no wildcards)"]
+        )
     issuer = match.group(1)
-    subjects = naming.service_account_subjects(spec, component)
     return {
         "Version": POLICY_VERSION,
         "Statement": [
             {
                 "Effect": "Allow",
-                "Principal": {"Federated": f"arn:{_iam_partition(spec)}:iam::{account_id}:oidc-provider/{issuer}"},
+                "Principal": {"Federated": f"arn:{partition}:iam::{account_id}:oidc-provider/{issuer}"},
                 "Action": "sts:AssumeRoleWithWebIdentity",
-                "Condition": {"StringEquals": {f"{issuer}:sub": subjects, f"{issuer}:aud": "sts.amazonaws.com"}},
+                "Condition": {"StringEquals": {f"{issuer}:sub": list(subjects), f"{issuer}:aud": "sts.amazonaws.com"}},
             }
         ],
     }
+
+
+def trust_policy_problems(policy: dict[str, Any]) -> list[str]:
+    """Why a trust policy is too broad: a wildcard principal, or web identity without an exact `:sub`."""
+    problems = []
+    for index, statement in enumerate(_as_list(policy.get("Statement"))):
+        if statement.get("Effect") != "Allow":
+            continue
+        principal = statement.get("Principal")
+        values = [principal] if isinstance(principal, str) else [
+            value for entry in (principal or {}).values() for value in _as_list(entry)
+        ]
+        if "NotPrincipal" in statement or any("*" in str(value) for value in values):
+            problems.append(f"Statement[{index}]: a wildcard principal lets anyone assume the role; name the principal")
+        actions = _as_list(statement.get("Action"))
+        if any(action in ("sts:AssumeRoleWithWebIdentity", "sts:*", "*") for action in actions):
+            exact = statement.get("Condition", {}).get("StringEquals", {})
+            subjects = [v for key, value in exact.items() if key.endswith(":sub") for v in _as_list(value)]
+            if not subjects or any("*" in subject or "?" in subject for subject in subjects):
+                problems.append(
+                    f"Statement[{index}]: sts:AssumeRoleWithWebIdentity without a StringEquals ':sub' condition "
+                    "naming exact ServiceAccounts lets any ServiceAccount of the cluster assume the role"
+                )
+    return problems
+
+
+def normalize_policy(document: dict[str, Any] | str) -> dict[str, Any]:
+    """A policy in a canonical form, so two documents IAM treats alike compare equal.
+
+    IAM returns documents URL-encoded (boto3 usually decodes them), may reorder them, and treats
+    a one-element list like its single value; statements and list values are therefore sorted.
+    """
+    if isinstance(document, str):
+        document = json.loads(unquote(document))
+    return _canonical(document)
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _canonical(item) for key, item in sorted(value.items())}
+    if isinstance(value, list):
+        items = [_canonical(item) for item in value]
+        if len(items) == 1 and not isinstance(items[0], dict):
+            return items[0]
+        return sorted(items, key=lambda item: json.dumps(item, sort_keys=True))
+    return value
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
 
 
 def build_permission_policy(spec: EnvironmentSpec, account_id: str, component: str | None = None) -> dict[str, Any]:

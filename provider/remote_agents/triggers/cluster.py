@@ -1,0 +1,147 @@
+"""Waiting for an EKS cluster and its node groups to become ACTIVE, or to be gone, without a worker slot.
+
+``cluster_progress`` is the one judgement of "done / still waiting / failed", shared by the trigger
+(in the triggerer) and by the operators' in-task wait (``deferrable=False``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from botocore.exceptions import ClientError
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from remote_agents.hooks.aws import NOT_FOUND_CODES, EksClusterHook, aws_error
+
+Target = Literal["active", "deleted"]
+DONE, WAITING, FAILED = "done", "waiting", "failed"
+_FAILED_STATES = {"FAILED", "CREATE_FAILED", "DELETE_FAILED", "DEGRADED"}
+
+
+def _issues(resource: dict[str, Any]) -> str:
+    issues = resource.get("health", {}).get("issues", [])
+    if not issues:
+        return "no health issues reported; see the EKS console or CloudTrail for the cause"
+    return "; ".join(f"{issue.get('code')}: {issue.get('message')}" for issue in issues)
+
+
+def cluster_progress(
+    cluster_name: str,
+    cluster: dict[str, Any] | None,
+    nodegroups: dict[str, dict[str, Any] | None],
+    target: Target,
+    include_cluster: bool = True,
+) -> tuple[str, str]:
+    """``(DONE | WAITING | FAILED, message)`` for the cluster and node groups against ``target``."""
+    if target == "deleted":
+        left = [f"node group {name} ({ng['status']})" for name, ng in nodegroups.items() if ng]
+        if include_cluster and cluster:
+            left.append(f"cluster {cluster_name} ({cluster['status']})")
+        failed = [name for name, ng in nodegroups.items() if ng and ng["status"] in _FAILED_STATES]
+        if failed:
+            return FAILED, f"node group {failed[0]} of {cluster_name} could not be deleted: {_issues(nodegroups[failed[0]] or {})}"
+        return (WAITING, "waiting for deletion of " + ", ".join(left)) if left else (DONE, f"{cluster_name}: deleted")
+    if cluster is None:
+        return FAILED, f"EKS cluster {cluster_name} does not exist (deleted while we waited?); re-run to create it"
+    if cluster["status"] in _FAILED_STATES:
+        return FAILED, f"EKS cluster {cluster_name} is {cluster['status']}: {_issues(cluster)}; delete it and re-run"
+    if cluster["status"] != "ACTIVE":
+        return WAITING, f"EKS cluster {cluster_name} is {cluster['status']}"
+    for name, nodegroup in nodegroups.items():
+        if nodegroup is None:
+            return FAILED, f"node group {name} of {cluster_name} does not exist (deleted while we waited?); re-run"
+        if nodegroup["status"] in _FAILED_STATES:
+            return FAILED, f"node group {name} of {cluster_name} is {nodegroup['status']}: {_issues(nodegroup)}"
+        if nodegroup["status"] != "ACTIVE":
+            return WAITING, f"node group {name} of {cluster_name} is {nodegroup['status']}"
+    return DONE, f"EKS cluster {cluster_name} and {len(nodegroups)} node group(s) are ACTIVE"
+
+
+class EksClusterStateTrigger(BaseTrigger):
+    """Polls describe_cluster and describe_nodegroup until ``target`` is reached, then yields one event.
+
+    ``result`` is the deferring operator's work so far (plain JSON); it comes back in the event, so
+    ``execute_complete`` can report every change even where defer(kwargs=...) is not passed on.
+    """
+
+    def __init__(
+        self,
+        cluster_name: str,
+        nodegroup_names: list[str],
+        target: Target = "active",
+        include_cluster: bool = True,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        poll_interval: float = 30.0,
+        max_attempts: int = 120,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.cluster_name = cluster_name
+        self.nodegroup_names = list(nodegroup_names)
+        self.target = target
+        self.include_cluster = include_cluster
+        self.aws_conn_id = aws_conn_id
+        self.region_name = region_name
+        self.poll_interval = poll_interval
+        self.max_attempts = max_attempts
+        self.result = result or {}
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "cluster_name": self.cluster_name,
+                "nodegroup_names": self.nodegroup_names,
+                "target": self.target,
+                "include_cluster": self.include_cluster,
+                "aws_conn_id": self.aws_conn_id,
+                "region_name": self.region_name,
+                "poll_interval": self.poll_interval,
+                "max_attempts": self.max_attempts,
+                "result": self.result,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = EksClusterHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
+        message = ""
+        try:
+            async with await hook.get_async_conn() as client:
+                for _ in range(self.max_attempts):
+                    cluster = await _describe(client, "describe_cluster", "cluster", name=self.cluster_name)
+                    nodegroups = {
+                        name: await _describe(
+                            client, "describe_nodegroup", "nodegroup", clusterName=self.cluster_name, nodegroupName=name
+                        )
+                        for name in self.nodegroup_names
+                    }
+                    state, message = cluster_progress(
+                        self.cluster_name, cluster, nodegroups, self.target, self.include_cluster
+                    )
+                    if state != WAITING:
+                        yield TriggerEvent({"status": "success" if state == DONE else "error", "message": message, "result": self.result})
+                        return
+                    self.log.info("%s; checking again in %ss", message, self.poll_interval)
+                    await asyncio.sleep(self.poll_interval)
+        except ClientError as error:
+            mapped = aws_error(error, "eks", f"waiting for {self.cluster_name}", self.aws_conn_id)
+            yield TriggerEvent({"status": "error", "message": str(mapped), "result": self.result})
+            return
+        waited = self.max_attempts * self.poll_interval
+        yield TriggerEvent(
+            {"status": "error", "message": f"gave up after {waited:.0f} s: {message}; raise max_attempts or re-run", "result": self.result}
+        )
+
+
+async def _describe(client: Any, operation: str, key: str, **kwargs: Any) -> dict[str, Any] | None:
+    try:
+        reply = await getattr(client, operation)(**kwargs)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in NOT_FOUND_CODES:
+            return None
+        raise
+    return reply[key]
