@@ -15,7 +15,6 @@ from moto.eks.models import eks_backends
 from remote_agents.errors import AwsError, ClusterError
 from remote_agents.operators.cluster import EnsureEksClusterOperator
 from remote_agents.render.cluster import build_eks_cluster_inputs
-
 from remote_agents.triggers.cluster import EksClusterStateTrigger, cluster_progress
 from sandbox.environment import Sandbox
 
