@@ -68,7 +68,12 @@ def irsa_role_names(spec: EnvironmentSpec) -> dict[str | None, str]:
 
 def ownership_labels(spec: EnvironmentSpec) -> dict[str, str]:
     """Labels on every Kubernetes object we create, so teardown deletes only what is ours."""
-    return {OWNER_LABEL: OWNER_VALUE, ENVIRONMENT_LABEL: spec.name}
+    return environment_ownership_labels(spec.name)
+
+
+def environment_ownership_labels(environment: str) -> dict[str, str]:
+    """``ownership_labels`` from the environment's name alone, for operators used without a spec."""
+    return {OWNER_LABEL: OWNER_VALUE, ENVIRONMENT_LABEL: environment}
 
 
 def ownership_tags(spec: EnvironmentSpec) -> dict[str, str]:

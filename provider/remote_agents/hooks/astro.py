@@ -1,0 +1,294 @@
+"""The Astro Platform API v1 (reference section 5.1): agent tokens, Deployment API tokens, Deployments.
+
+Connection (type ``astro``): host = API base URL (default ``https://api.astronomer.io/v1``),
+password = an Astro API token, extra ``organization_id``. Transient answers (429, 5xx, transport
+errors) are retried with exponential backoff that honours ``Retry-After``, with a warning per retry.
+Every other error becomes an ``AstroApiError`` carrying the status and the API's message, never the
+token. Token values the API returns (only on create) are masked before anything else sees them.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from typing import Any
+
+import httpx
+import tenacity
+from airflow.sdk import BaseHook, Connection
+from airflow.sdk.log import mask_secret
+
+from remote_agents.errors import AstroApiError, ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_URL = "https://api.astronomer.io/v1"
+TRANSIENT_STATUS_CODES = frozenset({429, 500, 502, 503, 504})
+PAGE_SIZE = 1000  # the largest `limit` the list endpoints accept
+
+
+class _TransientAnswer(Exception):
+    """A 429/5xx answer worth retrying; ``retry_after`` in seconds when the API said so."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.retry_after = _retry_after_seconds(response)
+        super().__init__(f"{response.status_code}")
+
+
+def _retry_after_seconds(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return max(float(value), 0.0) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: rare for this API, so fall back to the exponential wait
+
+
+class AstroHook(BaseHook):
+    """Talks to the Astro Platform API v1 with the API token of an ``astro`` Connection.
+
+    :param astro_conn_id: the Connection (host = API base URL, password = API token, extra.organization_id)
+    :param organization_id: overrides the Connection's ``extra.organization_id``
+    :param max_attempts: tries per request for transient errors (429, 5xx, connection problems)
+    :param backoff: first wait in seconds between tries, doubled each time (capped at ``max_backoff``)
+    """
+
+    conn_name_attr = "astro_conn_id"
+    default_conn_name = "astro_default"
+    conn_type = "astro"
+    hook_name = "Astro Platform API"
+
+    def __init__(
+        self,
+        astro_conn_id: str = default_conn_name,
+        organization_id: str | None = None,
+        *,
+        max_attempts: int = 5,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        timeout: float = 30.0,
+    ) -> None:
+        super().__init__()
+        self.astro_conn_id = astro_conn_id
+        self._organization_id = organization_id
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.timeout = timeout
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": ["schema", "port", "login"],
+            "relabeling": {"host": "API base URL", "password": "API token"},
+            "placeholders": {"host": DEFAULT_API_URL, "extra": '{"organization_id": "<your organization id>"}'},
+        }
+
+    @cached_property
+    def connection(self) -> Connection:
+        conn = self.get_connection(self.astro_conn_id)
+        if conn.password:
+            mask_secret(conn.password)
+        return conn
+
+    @cached_property
+    def base_url(self) -> str:
+        host = (self.connection.host or DEFAULT_API_URL).rstrip("/")
+        return host if "://" in host else f"https://{host}"
+
+    @cached_property
+    def organization_id(self) -> str:
+        organization = self._organization_id or self.connection.extra_dejson.get("organization_id")
+        if not organization:
+            raise ConfigError(
+                [f"organization_id: connection {self.astro_conn_id!r} has no extra.organization_id; "
+                 "add it to the connection's extra, or pass organization_id to the operator"],
+                source=f"connection {self.astro_conn_id}",
+            )
+        return str(organization)
+
+    def get_conn(self) -> httpx.Client:
+        return self._client
+
+    @cached_property
+    def _client(self) -> httpx.Client:
+        if not self.connection.password:
+            raise ConfigError(
+                [f"password: connection {self.astro_conn_id!r} has no API token; "
+                 "create an Organization or Deployment API token in Astro and put it in the password field"],
+                source=f"connection {self.astro_conn_id}",
+            )
+        return httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {self.connection.password}", "Accept": "application/json"},
+            timeout=self.timeout,
+        )
+
+    def close(self) -> None:
+        if "_client" in self.__dict__:
+            self._client.close()
+            del self.__dict__["_client"]
+
+    def test_connection(self) -> tuple[bool, str]:
+        try:
+            self.request("GET", f"{self._org_path}/deployments", params={"limit": 1})
+        except (AstroApiError, ConfigError) as error:
+            return False, str(error)
+        return True, f"Connected to {self.base_url} as organization {self.organization_id}"
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
+        """One API call, retried while the answer is transient; the decoded JSON body (None for 204)."""
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type((_TransientAnswer, httpx.TransportError)),
+            stop=tenacity.stop_after_attempt(self.max_attempts),
+            wait=self._wait,
+            before_sleep=self._warn_retry(method, path),
+            reraise=True,
+        )
+        try:
+            response = retrying(self._send, method, path, json, params)
+        except _TransientAnswer as transient:
+            raise self._error(method, path, transient.response, attempts=self.max_attempts) from None
+        except httpx.TransportError as error:
+            raise AstroApiError(
+                f"Astro API {method} {path} failed after {self.max_attempts} tries: cannot reach "
+                f"{self.base_url} ({type(error).__name__}: {error}); check the host of connection "
+                f"{self.astro_conn_id!r} and the network path to it"
+            ) from None
+        if response.status_code >= 400:
+            raise self._error(method, path, response)
+        return response.json() if response.content else None
+
+    def _send(self, method: str, path: str, json: Any, params: dict[str, Any] | None) -> httpx.Response:
+        response = self.get_conn().request(method, path, json=json, params=params)
+        if response.status_code in TRANSIENT_STATUS_CODES:
+            raise _TransientAnswer(response)
+        return response
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, _TransientAnswer) and error.retry_after is not None:
+            return min(error.retry_after, self.max_backoff)
+        return min(self.backoff * 2 ** (state.attempt_number - 1), self.max_backoff)
+
+    def _warn_retry(self, method: str, path: str) -> Any:
+        def warn(state: tenacity.RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            what = f"answered {error}" if isinstance(error, _TransientAnswer) else f"failed ({type(error).__name__})"
+            wait = state.next_action.sleep if state.next_action else 0.0
+            log.warning("Astro API %s %s %s; retry %d of %d in %.1f s",
+                        method, path, what, state.attempt_number, self.max_attempts - 1, wait)
+
+        return warn
+
+    def _error(self, method: str, path: str, response: httpx.Response, attempts: int = 1) -> AstroApiError:
+        try:
+            body = response.json()
+            message = body.get("message") if isinstance(body, dict) else None
+        except ValueError:
+            message = None
+        message = message or response.reason_phrase or "no message"
+        status = response.status_code
+        tries = f" after {attempts} tries" if attempts > 1 else ""
+        prefix = f"Astro API {method} {path} answered {status}{tries}: {message}"
+        if status in (401, 403):
+            hint = (f"the API token in connection {self.astro_conn_id!r} was refused; put a valid Organization or "
+                    "Deployment API token with Deployment Admin rights in its password field")
+        elif status == 400 and "maximum" in message.lower():
+            hint = ("the Deployment has as many agent tokens as Astro allows; revoke unused ones "
+                    "(Astro UI > Deployment > Remote Agents > Tokens, or RevokeAgentTokenOperator) and re-run")
+        elif status == 404:
+            hint = (f"check organization_id ({self.organization_id}) and the deployment or token id; "
+                    f"the token of connection {self.astro_conn_id!r} must see them")
+        elif status in TRANSIENT_STATUS_CODES:
+            hint = "Astro is unavailable or throttling; re-run the task later"
+        else:
+            hint = "see the API's message"
+        return AstroApiError(f"{prefix}; {hint}", status_code=status)
+
+    @property
+    def _org_path(self) -> str:
+        return f"/organizations/{self.organization_id}"
+
+    def _list(self, path: str, key: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self.request("GET", path, params={**(params or {}), "offset": len(items), "limit": PAGE_SIZE})
+            items.extend(page.get(key) or [])
+            if not page.get(key) or len(items) >= int(page.get("totalCount", len(items))):
+                return items
+
+    def _get_or_none(self, path: str) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", path)
+        except AstroApiError as error:
+            if error.status_code == 404:
+                return None
+            raise
+
+    def _delete(self, path: str) -> bool:
+        try:
+            self.request("DELETE", path)
+        except AstroApiError as error:
+            if error.status_code == 404:
+                return False
+            raise
+        return True
+
+    @staticmethod
+    def _masked(created: dict[str, Any]) -> dict[str, Any]:
+        # The only moment a token value exists outside Kubernetes: mask it before anyone can log it.
+        if created.get("token"):
+            mask_secret(created["token"])
+        return created
+
+    # -- Deployments ------------------------------------------------------------------------------
+
+    def get_deployment(self, deployment_id: str) -> dict[str, Any]:
+        return self.request("GET", f"{self._org_path}/deployments/{deployment_id}")
+
+    def update_deployment(self, deployment_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", f"{self._org_path}/deployments/{deployment_id}", json=body)
+
+    # -- agent tokens --------------------------------------------------------------------------------
+
+    def _agent_tokens_path(self, deployment_id: str) -> str:
+        return f"{self._org_path}/deployments/{deployment_id}/agent-tokens"
+
+    def list_agent_tokens(self, deployment_id: str) -> list[dict[str, Any]]:
+        return self._list(self._agent_tokens_path(deployment_id), "tokens")
+
+    def get_agent_token(self, deployment_id: str, token_id: str) -> dict[str, Any] | None:
+        """The token's metadata (never its value), or None if it does not exist (revoked)."""
+        return self._get_or_none(f"{self._agent_tokens_path(deployment_id)}/{token_id}")
+
+    def create_agent_token(self, deployment_id: str, *, name: str, description: str = "",
+                           expiry_days: int | None = None) -> dict[str, Any]:
+        """A new agent token; the value (key ``token``) is in this answer only, already masked."""
+        body: dict[str, Any] = {"name": name, "description": description}
+        if expiry_days:
+            body["tokenExpiryPeriodInDays"] = expiry_days
+        return self._masked(self.request("POST", self._agent_tokens_path(deployment_id), json=body))
+
+    def delete_agent_token(self, deployment_id: str, token_id: str) -> bool:
+        """Revoke; False if it was already gone."""
+        return self._delete(f"{self._agent_tokens_path(deployment_id)}/{token_id}")
+
+    # -- Deployment API tokens -----------------------------------------------------------------------
+
+    def get_api_token(self, token_id: str) -> dict[str, Any] | None:
+        return self._get_or_none(f"{self._org_path}/tokens/{token_id}")
+
+    def create_deployment_token(self, deployment_id: str, *, name: str, description: str = "",
+                                role: str = "DEPLOYMENT_ADMIN", expiry_days: int | None = None) -> dict[str, Any]:
+        """A new Deployment API token; the value (key ``token``) is in this answer only, already masked."""
+        body: dict[str, Any] = {"name": name, "description": description, "type": "DEPLOYMENT",
+                                "entityId": deployment_id, "role": role}
+        if expiry_days:
+            body["tokenExpiryPeriodInDays"] = expiry_days
+        return self._masked(self.request("POST", f"{self._org_path}/tokens", json=body))
+
+    def delete_api_token(self, token_id: str) -> bool:
+        return self._delete(f"{self._org_path}/tokens/{token_id}")

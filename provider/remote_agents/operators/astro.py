@@ -1,0 +1,523 @@
+"""Operators that put Astro tokens straight into Kubernetes Secrets (reference 2, 3.1, 3.6, 5.1).
+
+- ``EnsureAgentTokenOperator``: an agent token (runtime auth of the agents) in the Secret
+  ``agentTokenSecretName`` names, under key ``token``.
+- ``EnsureRegistrySecretOperator``: a Deployment API token (DEPLOYMENT_ADMIN) in the image pull
+  Secret ``imagePullSecretName`` names, for ``images.astronomer.cloud`` with user ``cli``.
+- ``RevokeAgentTokenOperator`` / ``RevokeRegistryTokenOperator``: teardown.
+- ``UpdateRemoteExecutionSettingsOperator``: allowed IP ranges and task log bucket of the Deployment.
+
+A token's value exists only in the create answer: it is masked at once and written to the Secret
+in the same task, never returned, logged or templated. The Secret carries the token's *id* in an
+annotation, which is how a re-run knows the token is still live (then it writes nothing).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+from airflow.sdk import BaseOperator
+
+from remote_agents.changes import Action, Change, diff_values
+from remote_agents.errors import ClusterError, ConfigError
+from remote_agents.hooks.astro import AstroHook
+from remote_agents.hooks.kubernetes import ClusterObjects, object_ref
+from remote_agents.naming import environment_ownership_labels
+from remote_agents.operators.base import CLUSTER_TEMPLATE_FIELDS, ClusterOperator, as_bool, report_changes
+from remote_agents.operators.kubernetes import (
+    DEFAULT_REGISTRY,
+    converge_object,
+    is_owned,
+    require_owned,
+    restart_deployments,
+    secret_manifest,
+    secret_values,
+)
+from remote_agents.render.manifests import AGENT_TOKEN_KEY, DOCKERCONFIGJSON_KEY
+from remote_agents.triggers.rollout import RolloutTrigger
+
+TOKEN_ID_ANNOTATION = "remote-agents.astronomer.io/astro-token-id"
+
+
+class _Tokens:
+    """One kind of Astro token, as the operators need it: is it live, create, revoke."""
+
+    def __init__(self, astro: AstroHook, deployment_id: str) -> None:
+        self.astro = astro
+        self.deployment_id = deployment_id
+
+    def resource(self, token_id: str) -> str:
+        raise NotImplementedError
+
+    def fetch(self, token_id: str) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def create(self, name: str, description: str, expiry_days: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def revoke(self, token_id: str) -> bool:
+        raise NotImplementedError
+
+    def is_live(self, token_id: str) -> bool:
+        token = self.fetch(token_id)
+        if token is None:
+            return False
+        end = token.get("endAt")
+        return not end or datetime.fromisoformat(end.replace("Z", "+00:00")) > datetime.now(UTC)
+
+
+class _AgentTokens(_Tokens):
+    def resource(self, token_id: str) -> str:
+        return f"astro:agent-token/{self.deployment_id}/{token_id}"
+
+    def fetch(self, token_id: str) -> dict[str, Any] | None:
+        return self.astro.get_agent_token(self.deployment_id, token_id)
+
+    def create(self, name: str, description: str, expiry_days: int) -> dict[str, Any]:
+        return self.astro.create_agent_token(self.deployment_id, name=name, description=description,
+                                             expiry_days=expiry_days)
+
+    def revoke(self, token_id: str) -> bool:
+        return self.astro.delete_agent_token(self.deployment_id, token_id)
+
+
+class _DeploymentApiTokens(_Tokens):
+    def resource(self, token_id: str) -> str:
+        return f"astro:api-token/{token_id}"
+
+    def fetch(self, token_id: str) -> dict[str, Any] | None:
+        return self.astro.get_api_token(token_id)
+
+    def create(self, name: str, description: str, expiry_days: int) -> dict[str, Any]:
+        return self.astro.create_deployment_token(self.deployment_id, name=name, description=description,
+                                                  expiry_days=expiry_days)
+
+    def revoke(self, token_id: str) -> bool:
+        return self.astro.delete_api_token(token_id)
+
+
+class _AstroTokenOperator(ClusterOperator):
+    """Shared parameters: which Astro Deployment and which Secret of which environment."""
+
+    tokens_class: ClassVar[type[_Tokens]]
+    template_fields: Sequence[str] = (
+        *CLUSTER_TEMPLATE_FIELDS, "deployment_id", "organization_id", "astro_conn_id", "namespace", "secret_name",
+        "environment",
+    )
+
+    def __init__(
+        self,
+        *,
+        deployment_id: str,
+        namespace: str,
+        secret_name: str,
+        environment: str,
+        astro_conn_id: str = AstroHook.default_conn_name,
+        organization_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.deployment_id = deployment_id
+        self.namespace = namespace
+        self.secret_name = secret_name
+        self.environment = environment
+        self.astro_conn_id = astro_conn_id
+        self.organization_id = organization_id
+
+    @property
+    def ownership(self) -> dict[str, str]:
+        return environment_ownership_labels(self.environment)
+
+    @property
+    def secret_resource(self) -> str:
+        return object_ref("Secret", self.secret_name, self.namespace)
+
+    def tokens(self) -> _Tokens:
+        return self.tokens_class(AstroHook(self.astro_conn_id, self.organization_id), self.deployment_id)
+
+
+class _EnsureTokenSecretOperator(_AstroTokenOperator):
+    """Create a token and write it into the Secret, unless the Secret already holds a live one."""
+
+    secret_data_key: ClassVar[str]
+    template_fields: Sequence[str] = (
+        *_AstroTokenOperator.template_fields, "labels", "token_name", "token_description", "token_expiry_days",
+        "rotate",
+    )
+
+    def __init__(
+        self,
+        *,
+        token_name: str | None = None,
+        token_description: str | None = None,
+        token_expiry_days: int | str = 365,
+        rotate: bool | str = False,
+        labels: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.token_name = token_name
+        self.token_description = token_description
+        self.token_expiry_days = token_expiry_days
+        self.rotate = rotate
+        self.labels = labels
+
+    def secret_values(self, token: str) -> tuple[str, dict[str, str]]:
+        raise NotImplementedError
+
+    def check_arguments(self) -> None:
+        """Refuse an impossible request before anything is created."""
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        self.check_arguments()
+        objects, tokens = ClusterObjects(self.cluster_access), self.tokens()
+        current = objects.get("Secret", self.secret_name, self.namespace)
+        if current is not None:
+            require_owned(current, self.ownership)
+        old_id = _token_id(current, self.secret_data_key)
+        old_live = old_id is not None and tokens.is_live(old_id)
+        if old_id and old_live and not as_bool(self.rotate):
+            unchanged = [Change(tokens.resource(old_id), Action.UNCHANGED, dry_run=self.is_dry_run),
+                         Change(self.secret_resource, Action.UNCHANGED, dry_run=self.is_dry_run)]
+            return report_changes(self.log, unchanged, token_id=old_id, secret_name=self.secret_name)
+        live_old_id = old_id if old_live else None
+        if self.is_dry_run:
+            return report_changes(self.log, self.plan(current, live_old_id), token_id=old_id,
+                                  secret_name=self.secret_name)
+        changes, new_id = self.replace_token(objects, tokens, current, old_id)
+        return self.finish(objects, tokens, changes, new_id, live_old_id)
+
+    def plan(self, current: dict[str, Any] | None, live_old_id: str | None) -> list[Change]:
+        tokens = self.tokens()
+        plan = [Change(tokens.resource("<new>"), Action.CREATED, dry_run=True),
+                Change(self.secret_resource, Action.UPDATED if current else Action.CREATED, dry_run=True)]
+        if live_old_id:
+            plan.append(Change(tokens.resource(live_old_id), Action.DELETED, dry_run=True))
+        return plan
+
+    def replace_token(self, objects: ClusterObjects, tokens: _Tokens, current: dict[str, Any] | None,
+                      old_id: str | None) -> tuple[list[Change], str]:
+        """New token -> Secret, in one create or one replace, so the Secret is never empty."""
+        created = tokens.create(self.token_name or self.default_token_name(), self.description(),
+                                int(self.token_expiry_days))
+        new_id = str(created["id"])
+        try:
+            kube_type, values = self.secret_values(created.pop("token"))
+            desired = secret_manifest(
+                self.secret_name, self.namespace, values, secret_type=kube_type,
+                labels={**(self.labels or {}), **self.ownership}, annotations={TOKEN_ID_ANNOTATION: new_id},
+            )
+            secret_change = converge_object(objects, desired, self.ownership, dry_run=False, current=current)
+        except Exception:
+            # The value is lost with this task; revoke it so it does not count against the token limit.
+            tokens.revoke(new_id)
+            raise
+        token_change = Change(tokens.resource(new_id), Action.CREATED, {"id": {"from": old_id, "to": new_id}})
+        return [token_change, secret_change], new_id
+
+    def finish(self, objects: ClusterObjects, tokens: _Tokens, changes: list[Change], new_id: str,
+               live_old_id: str | None) -> dict[str, Any]:
+        if live_old_id:
+            changes.append(self.revoke_change(tokens, live_old_id))
+        return report_changes(self.log, changes, token_id=new_id, secret_name=self.secret_name)
+
+    @staticmethod
+    def revoke_change(tokens: _Tokens, token_id: str) -> Change:
+        return Change(tokens.resource(token_id), Action.DELETED if tokens.revoke(token_id) else Action.ABSENT)
+
+    def default_token_name(self) -> str:
+        raise NotImplementedError
+
+    def description(self) -> str:
+        return self.token_description or (
+            f"Managed by remote-agents (environment {self.environment}); held in Secret "
+            f"{self.namespace}/{self.secret_name}"
+        )
+
+
+def _token_id(secret: dict[str, Any] | None, data_key: str) -> str | None:
+    """The id of the token the Secret holds, if it holds one."""
+    if secret is None or not (secret.get("data") or {}).get(data_key):
+        return None
+    return (secret["metadata"].get("annotations") or {}).get(TOKEN_ID_ANNOTATION)
+
+
+class EnsureAgentTokenOperator(_EnsureTokenSecretOperator):
+    """Keep a live Astro agent token in the Secret the chart's ``agentTokenSecretName`` names (key ``token``).
+
+    A Secret holding a token Astro still lists is left alone (no writes). A missing Secret, or one
+    whose token was revoked or expired, gets a new token. ``rotate=True`` creates a new token,
+    replaces the Secret in one write, restarts the agent Deployments (``restart_selector`` and/or
+    ``restart_deployments``), waits deferred until they have rolled out, then revokes the old
+    token, so running agents always hold a valid token. Whenever the token changes, the agent
+    Deployments are restarted, since Pods read the Secret only when they start.
+
+    Example::
+
+        EnsureAgentTokenOperator(
+            task_id="agent_token", deployment_id="clxyz...", namespace="astro-agents",
+            secret_name="astro-agent-token", environment="prod", astro_conn_id="astro_default",
+            restart_selector="app=astro-agent,release=astro-agent", rotate="{{ params.rotate }}",
+            eks_cluster_name="agents-prod", aws_conn_id="aws_default", region_name="eu-west-1",
+        )
+
+    Returns ``{"changes": [...], "token_id": ..., "secret_name": ...}``: the token's id, never its value.
+    """
+
+    tokens_class = _AgentTokens
+    secret_data_key = AGENT_TOKEN_KEY
+    template_fields: Sequence[str] = (
+        *_EnsureTokenSecretOperator.template_fields, "restart_selector", "restart_deployments",
+    )
+
+    def __init__(
+        self,
+        *,
+        secret_name: str = "astro-agent-token",
+        restart_selector: str | None = None,
+        restart_deployments: Sequence[str] = (),
+        revoke_after_rollout: bool = True,
+        rollout_timeout: float = 900.0,
+        poll_interval: float = 5.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(secret_name=secret_name, **kwargs)
+        self.restart_selector = restart_selector
+        self.restart_deployments = restart_deployments
+        self.revoke_after_rollout = revoke_after_rollout
+        self.rollout_timeout = rollout_timeout
+        self.poll_interval = poll_interval
+
+    def check_arguments(self) -> None:
+        if as_bool(self.rotate) and not (self.restart_selector or self.restart_deployments):
+            raise ConfigError(
+                ["restart_selector: rotate=True needs restart_selector or restart_deployments, so the agents "
+                 "restart with the new token before the old one is revoked"],
+                source=self.task_id,
+            )
+
+    def secret_values(self, token: str) -> tuple[str, dict[str, str]]:
+        return secret_values("generic", token, key=AGENT_TOKEN_KEY)
+
+    def default_token_name(self) -> str:
+        return f"remote-agents-{self.environment}"
+
+    def plan(self, current: dict[str, Any] | None, live_old_id: str | None) -> list[Change]:
+        plan = super().plan(current, live_old_id)
+        if self.restart_selector or self.restart_deployments:
+            plan[2:2] = restart_deployments(ClusterObjects(self.cluster_access), self.namespace,
+                                            selector=self.restart_selector, names=self.restart_deployments,
+                                            dry_run=True)
+        return plan
+
+    def finish(self, objects: ClusterObjects, tokens: _Tokens, changes: list[Change], new_id: str,
+               live_old_id: str | None) -> dict[str, Any]:
+        restarted = restart_deployments(objects, self.namespace, selector=self.restart_selector,
+                                        names=self.restart_deployments, dry_run=False)
+        changes.extend(restarted)
+        rolling = [c.resource.rsplit("/", 1)[-1] for c in restarted if c.action is Action.UPDATED]
+        if not (live_old_id and rolling and self.revoke_after_rollout):
+            return super().finish(objects, tokens, changes, new_id, live_old_id)
+        so_far = report_changes(self.log, changes, token_id=new_id, secret_name=self.secret_name)
+        self.log.info("Waiting for %s to roll out before revoking token %s", ", ".join(rolling), live_old_id)
+        self.defer(
+            trigger=RolloutTrigger(
+                access=self.cluster_access.to_dict(),
+                namespace=self.namespace,
+                deployments=rolling,
+                deadline=time.time() + self.rollout_timeout,
+                poll_interval=self.poll_interval,
+                return_value={**so_far, "old_token_id": live_old_id},
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.rollout_timeout + 60),
+        )
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Revoke the old token once the agents run with the new one; on a failed rollout keep both live."""
+        event = event or {}
+        facts = event.get("return_value") or {}
+        old_id = facts.get("old_token_id")
+        if event.get("status") != "success":
+            unready = "; ".join(f"{name}: {why}" for name, why in (event.get("unready") or {}).items())
+            raise ClusterError(
+                f"agent Deployments did not roll out ({event.get('message', 'no event')}"
+                f"{': ' + unready if unready else ''}). Secret {self.namespace}/{self.secret_name} holds the new "
+                f"token {facts.get('token_id')}; the old token {old_id} was NOT revoked, so running agents keep "
+                f"working. Fix the rollout (kubectl -n {self.namespace} rollout status deployment/<name>), then "
+                "revoke the old token in the Astro UI (Deployment > Remote Agents > Tokens)"
+            )
+        revoked = report_changes(self.log, [self.revoke_change(self.tokens(), old_id)] if old_id else [])
+        kept = {key: facts[key] for key in ("token_id", "secret_name") if key in facts}
+        return {"changes": [*facts.get("changes", []), *revoked["changes"]], **kept}
+
+
+class EnsureRegistrySecretOperator(_EnsureTokenSecretOperator):
+    """Keep a live Deployment API token in the image pull Secret ``imagePullSecretName`` names.
+
+    The Secret is ``kubernetes.io/dockerconfigjson`` for ``registry`` (``images.astronomer.cloud``)
+    with user ``cli``, the token created with type DEPLOYMENT and role DEPLOYMENT_ADMIN. As with the
+    agent token, a live token means no writes; ``rotate=True`` replaces it, then revokes the old one
+    (image pulls read the Secret when they happen, so no restart is needed).
+
+    Example::
+
+        EnsureRegistrySecretOperator(
+            task_id="registry_secret", deployment_id="clxyz...", namespace="astro-agents",
+            secret_name="astro-registry", environment="prod", kubernetes_conn_id="kubernetes_default",
+        )
+
+    Returns ``{"changes": [...], "token_id": ..., "secret_name": ...}``.
+    """
+
+    tokens_class = _DeploymentApiTokens
+    secret_data_key = DOCKERCONFIGJSON_KEY
+    template_fields: Sequence[str] = (*_EnsureTokenSecretOperator.template_fields, "registry")
+
+    def __init__(self, *, secret_name: str = "astro-registry", registry: str = DEFAULT_REGISTRY,
+                 **kwargs: Any) -> None:
+        super().__init__(secret_name=secret_name, **kwargs)
+        self.registry = registry
+
+    def secret_values(self, token: str) -> tuple[str, dict[str, str]]:
+        return secret_values("dockerconfigjson", token, registry=self.registry)
+
+    def default_token_name(self) -> str:
+        return f"remote-agents-{self.environment}-registry"
+
+
+class _RevokeTokenOperator(_AstroTokenOperator):
+    """Revoke the token whose id our Secret's annotation holds; the Secret itself is left for deletion."""
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        tokens = self.tokens()
+        current = ClusterObjects(self.cluster_access).get("Secret", self.secret_name, self.namespace)
+        if current is None:
+            self.log.info("Secret %s/%s does not exist: no token id to revoke", self.namespace, self.secret_name)
+            return report_changes(self.log, [Change(self.secret_resource, Action.ABSENT, dry_run=self.is_dry_run)])
+        if not is_owned(current, self.ownership):
+            self.log.warning("%s was not created by remote-agents for this environment; its token is left alone",
+                             self.secret_resource)
+            return report_changes(self.log, [Change(self.secret_resource, Action.UNCHANGED, dry_run=self.is_dry_run)])
+        token_id = (current["metadata"].get("annotations") or {}).get(TOKEN_ID_ANNOTATION)
+        if not token_id:
+            return report_changes(self.log, [Change(self.secret_resource, Action.ABSENT, dry_run=self.is_dry_run)])
+        if self.is_dry_run:
+            action = Action.DELETED if tokens.fetch(token_id) is not None else Action.ABSENT
+        else:
+            action = Action.DELETED if tokens.revoke(token_id) else Action.ABSENT
+        return report_changes(self.log, [Change(tokens.resource(token_id), action, dry_run=self.is_dry_run)],
+                              token_id=token_id)
+
+
+class RevokeAgentTokenOperator(_RevokeTokenOperator):
+    """Teardown: revoke the agent token held in our agent-token Secret; an already revoked one is ``absent``.
+
+    Run it before the Secret or its namespace is deleted: the token id lives in the Secret's annotation.
+
+    Example::
+
+        RevokeAgentTokenOperator(task_id="revoke_agent_token", deployment_id="clxyz...", namespace="astro-agents",
+                                 environment="prod", kubernetes_conn_id="kubernetes_default")
+    """
+
+    tokens_class = _AgentTokens
+
+    def __init__(self, *, secret_name: str = "astro-agent-token", **kwargs: Any) -> None:
+        super().__init__(secret_name=secret_name, **kwargs)
+
+
+class RevokeRegistryTokenOperator(_RevokeTokenOperator):
+    """Teardown: revoke the Deployment API token behind our image pull Secret; already revoked is ``absent``.
+
+    Example::
+
+        RevokeRegistryTokenOperator(task_id="revoke_registry_token", deployment_id="clxyz...",
+                                    namespace="astro-agents", environment="prod",
+                                    kubernetes_conn_id="kubernetes_default")
+    """
+
+    tokens_class = _DeploymentApiTokens
+
+    def __init__(self, *, secret_name: str = "astro-registry", **kwargs: Any) -> None:
+        super().__init__(secret_name=secret_name, **kwargs)
+
+
+class UpdateRemoteExecutionSettingsOperator(BaseOperator):
+    """Converge a Remote Execution Deployment's settings: allowed IP ranges and task log bucket (reference 5.1, 8.9).
+
+    Only the settings given (not None) are managed; the others keep their value. Equal settings mean
+    no write. The agents' cluster egress IPs must be in the allowed ranges, or heartbeats get 403.
+
+    Example::
+
+        UpdateRemoteExecutionSettingsOperator(
+            task_id="remote_execution_settings", deployment_id="clxyz...",
+            allowed_ip_address_ranges=["203.0.113.0/24"], task_log_bucket="s3://acme-agent-logs/logs",
+        )
+
+    Returns ``{"changes": [...], "remote_api_url": ...}`` (the chart's ``astroDeploymentAPIURL``).
+    """
+
+    template_fields: Sequence[str] = (
+        "deployment_id", "organization_id", "astro_conn_id", "allowed_ip_address_ranges", "task_log_bucket",
+        "task_log_url_pattern", "dry_run",
+    )
+
+    def __init__(
+        self,
+        *,
+        deployment_id: str,
+        allowed_ip_address_ranges: Sequence[str] | None = None,
+        task_log_bucket: str | None = None,
+        task_log_url_pattern: str | None = None,
+        astro_conn_id: str = AstroHook.default_conn_name,
+        organization_id: str | None = None,
+        dry_run: bool | str = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.deployment_id = deployment_id
+        self.allowed_ip_address_ranges = allowed_ip_address_ranges
+        self.task_log_bucket = task_log_bucket
+        self.task_log_url_pattern = task_log_url_pattern
+        self.astro_conn_id = astro_conn_id
+        self.organization_id = organization_id
+        self.dry_run = dry_run
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        astro = AstroHook(self.astro_conn_id, self.organization_id)
+        settings = astro.get_deployment(self.deployment_id).get("remoteExecution") or {}
+        if not settings.get("enabled"):
+            raise ConfigError(
+                [f"deployment_id: {self.deployment_id} does not have Remote Execution enabled; create a Remote "
+                 "Execution Deployment (astro deployment create --remote-execution-enabled) and use its id"],
+                source=self.task_id,
+            )
+        current = _remote_execution_view(settings)
+        wanted = {
+            "allowedIpAddressRanges": (sorted(self.allowed_ip_address_ranges)
+                                       if self.allowed_ip_address_ranges is not None else None),
+            "taskLogBucket": self.task_log_bucket,
+            "taskLogUrlPattern": self.task_log_url_pattern,
+        }
+        desired = {**current, **{key: value for key, value in wanted.items() if value is not None}}
+        diff = diff_values(current, desired)
+        dry_run = as_bool(self.dry_run)
+        if diff and not dry_run:
+            astro.update_deployment(self.deployment_id, {"remoteExecution": {"enabled": True, **desired}})
+        change = Change(f"astro:deployment/{self.deployment_id}/remoteExecution",
+                        Action.UPDATED if diff else Action.UNCHANGED, diff, dry_run)
+        return report_changes(self.log, [change], remote_api_url=settings.get("remoteApiUrl"))
+
+
+def _remote_execution_view(settings: Mapping[str, Any]) -> dict[str, Any]:
+    # Astro does not promise an order for the ranges; sorted, equal sets compare equal.
+    return {
+        "allowedIpAddressRanges": sorted(settings.get("allowedIpAddressRanges") or []),
+        "taskLogBucket": settings.get("taskLogBucket"),
+        "taskLogUrlPattern": settings.get("taskLogUrlPattern"),
+    }
