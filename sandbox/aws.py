@@ -100,6 +100,7 @@ def apply_moto_patches() -> None:
         _sign_bodiless_requests_with_an_empty_body()
         _delay_eks_activation()
         _point_eks_clusters_at_the_emulator()
+        _authorize_head_bucket_as_list_bucket()
         _patches_applied = True
 
 
@@ -187,6 +188,15 @@ def _delay_eks_activation() -> None:
 
     Cluster.status = status_property(lambda: _eks_delays.cluster_seconds)
     Nodegroup.status = status_property(lambda: _eks_delays.nodegroup_seconds)
+
+
+def _authorize_head_bucket_as_list_bucket() -> None:
+    # moto checks HeadBucket against "s3:HeadBucket", which is no IAM action; AWS requires
+    # s3:ListBucket. s3fs probes the bucket with HeadBucket before writing an XCom (and tries
+    # CreateBucket when that is denied), so a least-privilege role would fail only on moto.
+    from moto.s3.responses import ACTION_MAP
+
+    ACTION_MAP["BUCKET"]["HEAD"]["DEFAULT"] = "ListBucket"
 
 
 def _point_eks_clusters_at_the_emulator() -> None:
