@@ -1,0 +1,272 @@
+"""Bootstrap Astro Remote Execution Agents: one Dag per environment spec in include/environments/.
+
+Parsing reads only the spec files (no network, no Variable or Connection look-ups); everything that
+talks to AWS, Kubernetes, Helm or Astro runs in tasks.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from airflow.sdk import DAG, Asset, Metadata, Param, TriggerRule, chain, get_current_context, task
+from airflow.sdk.exceptions import AirflowSkipException
+
+from remote_agents import naming
+from remote_agents.environments import EnvironmentFile, environment_files, environments_folder
+from remote_agents.operators.astro import EnsureAgentTokenOperator, EnsureRegistrySecretOperator
+from remote_agents.operators.base import as_bool
+from remote_agents.operators.cluster import EnsureEksClusterOperator
+from remote_agents.operators.helm import HelmUpgradeInstallOperator
+from remote_agents.operators.irsa import EnsureIrsaRoleOperator, EnsureOidcProviderOperator
+from remote_agents.operators.kubernetes import EnsureConfigMapOperator, EnsureNamespaceOperator, EnsureSecretOperator
+from remote_agents.render.cluster import build_eks_cluster_inputs
+from remote_agents.spec import EnvironmentSpec
+
+START = datetime(2025, 1, 1)
+DRY_RUN = "{{ params.dry_run }}"
+ROTATE = "{{ params.rotate_tokens }}"
+INCLUDE = environments_folder(__file__).parent
+
+
+def environment_asset(name: str) -> Asset:
+    """Updated by each applied bootstrap; the health Dag of the environment is scheduled on it."""
+    return Asset(name=f"remote_agents_environment__{name}", uri=f"remote-agents://environments/{name}")
+
+
+DOC = """
+### Bootstrap Remote Execution Agents: `{name}`
+
+Takes the cluster described by `{path}` from nothing (or from any earlier state) to healthy
+Remote Execution Agents, in the order of the manual Astro tutorial but converging: every task reads
+what exists, changes only what differs and reports `created` / `updated` / `unchanged`.
+A second run changes nothing.
+
+1. EKS cluster, node groups and VPC (waits for ACTIVE deferred), its OIDC provider, the IRSA role(s)
+   trusting exactly the agents' ServiceAccounts (skipped for `cluster.kind: existing`);
+2. namespace, agent-token Secret (a token created through the Astro API, written straight into the
+   Secret), registry pull Secret, pip constraints ConfigMap;
+3. `helm upgrade --install` of the agent chart with the rendered values (role ARN already in place,
+   so it installs once), waiting for the rollout deferred;
+4. a summary (the `summary` task's log and XCom) and, unless dry run, an update of the asset
+   `remote_agents_environment__{name}` that schedules the health checks.
+
+**Params**: *dry run* plans without changing anything; *chart version* overrides the spec's;
+*rotate tokens* replaces the agent and registry tokens; *skip cluster creation* adopts an existing
+cluster and fails if it is missing.
+"""
+
+
+def bootstrap_params(spec: EnvironmentSpec) -> dict[str, Param]:
+    return {
+        "dry_run": Param(False, type="boolean", title="Dry run", description="Plan only: change nothing, list what would change."),
+        "chart_version": Param(spec.chart.version, type="string", title="Chart version", pattern=r"^\d+\.\d+\.\d+$",
+                               description="Agent chart version to install (default: the spec's)."),
+        "rotate_tokens": Param(False, type="boolean", title="Rotate tokens",
+                               description="Create new agent and registry tokens, update the Secrets, roll the agents, revoke the old ones."),
+        "skip_cluster_creation": Param(False, type="boolean", title="Skip cluster creation",
+                                       description="Use the existing EKS cluster as it is; fail if it does not exist."),
+    }
+
+
+def cluster_kwargs(spec: EnvironmentSpec) -> dict[str, Any]:
+    """How the Kubernetes-side operators reach this environment's cluster."""
+    if spec.eks:
+        return {"eks_cluster_name": spec.eks.name, "aws_conn_id": spec.aws_conn_id, "region_name": spec.eks.region}
+    assert spec.cluster.kind == "existing"
+    return {"kubernetes_conn_id": spec.cluster.kubernetes_conn_id, "aws_conn_id": None}
+
+
+def build_invalid_spec_dag(environment: EnvironmentFile) -> DAG:
+    """A spec that fails validation still shows up, as a Dag whose one task explains the problem."""
+    with DAG(
+        dag_id=f"remote_agents_bootstrap__{environment.name}", schedule=None, start_date=START, catchup=False,
+        tags=["remote-agents", "invalid-spec"], doc_md=f"```\n{environment.error}\n```",
+    ) as dag:
+
+        @task
+        def invalid_spec() -> None:
+            raise ValueError(str(environment.error))
+
+        invalid_spec()
+    return dag
+
+
+def build_bootstrap_dag(environment: EnvironmentFile) -> DAG:
+    spec = environment.spec
+    assert spec is not None
+    asset = environment_asset(spec.name)
+    access = cluster_kwargs(spec)
+    common = {"namespace": spec.namespace, "environment": spec.name, "dry_run": DRY_RUN, **access}
+    with DAG(
+        dag_id=f"remote_agents_bootstrap__{spec.name}",
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        tags=["remote-agents", "bootstrap", spec.name],
+        params=bootstrap_params(spec),
+        doc_md=DOC.format(name=spec.name, path=environment.path.name),
+    ) as dag:
+
+        @task
+        def validate_spec() -> dict[str, Any]:
+            """Re-read the spec from the image: what runs is what the file says now."""
+            from remote_agents.spec import load_spec
+
+            current = load_spec(environment.path)
+            return {"environment": current.name, "cluster": current.cluster.kind, "queues": [w.queue for w in current.workers]}
+
+        @task
+        def aws_account() -> str:
+            """The account the management connection acts in; IAM ARNs are built from it."""
+            from airflow.providers.amazon.aws.hooks.sts import StsHook
+
+            return str(StsHook(aws_conn_id=spec.aws_conn_id).conn.get_caller_identity()["Account"])
+
+        namespace = EnsureNamespaceOperator(task_id="ensure_namespace", labels=spec.labels, **common)
+        token_kwargs = {
+            "deployment_id": spec.astro.deployment_id, "organization_id": spec.astro.organization_id,
+            "astro_conn_id": spec.astro.connection_id, "token_expiry_days": spec.astro.agent_token_expiry_days,
+            "rotate": ROTATE, **common,
+        }
+        agent_token = EnsureAgentTokenOperator(
+            task_id="ensure_agent_token", secret_name=spec.astro.agent_token_secret_name,
+            token_name=f"remote-agents-{spec.name}", restart_selector=f"release={spec.release_name}", **token_kwargs,
+        )
+        registry_secret = EnsureRegistrySecretOperator(
+            task_id="ensure_registry_secret", secret_name=spec.astro.registry_secret_name,
+            registry=spec.astro.registry, token_name=f"remote-agents-{spec.name}-registry", **token_kwargs,
+        )
+        secrets = [agent_token, registry_secret]
+        if any(worker.pip_packages for worker in spec.workers):
+            secrets.append(EnsureConfigMapOperator(
+                task_id="ensure_constraints_configmap", configmap_name=naming.constraints_configmap_name(spec),
+                source_path=str(INCLUDE / "agent-constraints.txt"), **common,
+            ))
+        if spec.identity.mode == "static-credentials":
+            secrets.append(EnsureSecretOperator(
+                task_id="ensure_aws_credentials_secret", secret_name=spec.identity.secret_name,
+                secret_type="aws-credentials", source_conn_id=spec.identity.aws_conn_id, **common,
+            ))
+
+        @task
+        def render_values(account_id: str | None) -> dict[str, Any]:
+            """The chart values (no secret in them: Secrets are referenced by name)."""
+            from remote_agents.render.policies import build_role_arns
+            from remote_agents.render.values import build_values
+
+            role_arns = build_role_arns(spec, account_id) if account_id and spec.irsa else None
+            return build_values(spec, role_arns=role_arns)
+
+        validated = validate_spec()
+        if spec.eks:
+            account = aws_account()
+            cluster = EnsureEksClusterOperator(
+                task_id="ensure_cluster", **build_eks_cluster_inputs(spec), aws_conn_id=spec.aws_conn_id, dry_run=DRY_RUN,
+            )
+            oidc = EnsureOidcProviderOperator(
+                task_id="ensure_oidc_provider", eks_cluster_name=spec.eks.name, tags=naming.ownership_tags(spec),
+                aws_conn_id=spec.aws_conn_id, region_name=spec.eks.region, dry_run=DRY_RUN,
+            )
+
+            @task
+            def irsa_roles(account_id: str, oidc_result: dict[str, Any]) -> list[dict[str, Any]]:
+                """One set of operator arguments per IRSA role (one, or one per component)."""
+                from remote_agents.render.policies import build_irsa_policies
+
+                issuer = oidc_result.get("oidc_issuer") or f"https://oidc.eks.{spec.eks.region}.amazonaws.com/id/PLANNED"
+                return [
+                    {"role_name": role["role_name"], "policy_name": role["policy_name"],
+                     "trust_policy": role["trust_policy"], "permission_policy": role["permission_policy"]}
+                    for role in build_irsa_policies(spec, issuer, account_id).values()
+                ]
+
+            @task.branch
+            def create_or_adopt_cluster(**context: Any) -> str:
+                return "adopt_cluster" if as_bool(context["params"]["skip_cluster_creation"]) else "ensure_cluster"
+
+            @task
+            def adopt_cluster() -> dict[str, Any]:
+                """Skip-cluster-creation mode: the cluster must already exist and be ACTIVE."""
+                from remote_agents.hooks.aws import EksClusterHook
+
+                described = EksClusterHook(aws_conn_id=spec.aws_conn_id, region_name=spec.eks.region).conn.describe_cluster(
+                    name=spec.eks.name
+                )["cluster"]
+                if described["status"] != "ACTIVE":
+                    raise ValueError(f"EKS cluster {spec.eks.name} is {described['status']}; skip_cluster_creation needs it ACTIVE")
+                return {"changes": [], "cluster_name": spec.eks.name, "endpoint": described["endpoint"]}
+
+            roles = EnsureIrsaRoleOperator.partial(
+                task_id="ensure_irsa_role", tags=naming.ownership_tags(spec), aws_conn_id=spec.aws_conn_id,
+                region_name=spec.eks.region, dry_run=DRY_RUN,
+            ).expand_kwargs(irsa_roles(account, oidc.output))
+            branch = create_or_adopt_cluster()
+            adopted = adopt_cluster()
+            chain(validated, branch, [cluster, adopted])
+            oidc.trigger_rule = namespace.trigger_rule = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
+            chain([cluster, adopted], oidc)
+            chain([cluster, adopted], namespace)
+            values = render_values(account)
+            chain(roles, values)
+        else:
+            values = render_values(None)
+            chain(validated, namespace)
+        helm = HelmUpgradeInstallOperator(
+            task_id="helm_upgrade_install",
+            release_name=spec.release_name,
+            namespace=spec.namespace,
+            chart=spec.chart.path or spec.chart.name,
+            chart_repo_url=None if spec.chart.path else spec.chart.repo_url,
+            chart_version="{{ params.chart_version }}",
+            values=values,
+            dry_run=DRY_RUN,
+            **access,
+        )
+        chain(namespace, secrets, helm)
+
+        summary_sources = [t.task_id for t in dag.tasks]
+
+        @task(trigger_rule=TriggerRule.ALL_DONE)
+        def summary() -> str:
+            """The run's account, as markdown: every resource and its action, then the next step."""
+            from remote_agents.summary import render_summary
+
+            context = get_current_context()
+            dry_run = as_bool(context["params"]["dry_run"])
+            # A list of task ids makes xcom_pull return every value, mapped tasks' included.
+            results = {task_id: context["ti"].xcom_pull(task_ids=[task_id]) or [] for task_id in summary_sources}
+            helm_result = next(iter(results["helm_upgrade_install"]), None) or {}
+            role_arns = [r["role_arn"] for r in results.get("ensure_irsa_role", []) if r and r.get("role_arn")]
+            facts = {
+                "release": helm_result.get("release"), "revision": helm_result.get("revision"),
+                "chart_version": helm_result.get("chart_version"), "role_arns": ", ".join(role_arns) or None,
+            }
+            next_step = (
+                f"trigger `remote_agents_bootstrap__{spec.name}` again with dry run off to apply this plan."
+                if dry_run else
+                f"`remote_agents_health__{spec.name}` runs the self-tests now (scheduled on this environment's asset)."
+            )
+            title = f"{'Plan (dry run)' if dry_run else 'Bootstrap'} of environment `{spec.name}`"
+            markdown = render_summary(title, results, facts, next_step)
+            print(markdown)
+            return markdown
+
+        @task(outlets=[asset])
+        def announce_environment(markdown: str):  # noqa: ANN201 - yields asset metadata
+            """Tell the health Dag a bootstrap was applied (not after a dry run)."""
+            context = get_current_context()
+            if as_bool(context["params"]["dry_run"]):
+                raise AirflowSkipException("dry run: nothing was applied")
+            yield Metadata(asset, extra={"environment": spec.name, "dag_run": context["run_id"]})
+
+        report = summary()
+        chain(helm, report)
+        announce_environment(report)
+    return dag
+
+
+for _environment in environment_files(environments_folder(__file__)):
+    _dag = build_bootstrap_dag(_environment) if _environment.spec else build_invalid_spec_dag(_environment)
+    globals()[_dag.dag_id] = _dag

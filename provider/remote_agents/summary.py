@@ -1,0 +1,45 @@
+"""One human-readable account of a bootstrap or teardown run, built from its tasks' XComs.
+
+Every converging operator returns ``{"changes": [...], **facts}`` (``operators.base.report_changes``);
+mapped tasks return a list of those. The summary counts the changes, lists every resource with its
+action (and changed fields, already redacted), and ends with the facts a person needs next.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+ORDER = ("create", "created", "update", "updated", "drifted", "delete", "deleted", "unchanged", "absent")
+
+
+def flatten_results(results: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(task_id, change) for every change in every task's result, mapped results included."""
+    flat = []
+    for task_id, result in results.items():
+        for item in result if isinstance(result, list) else [result]:
+            if isinstance(item, Mapping):
+                flat.extend((task_id, change) for change in item.get("changes", []))
+    return flat
+
+
+def count_actions(changes: Iterable[tuple[str, dict[str, Any]]]) -> Counter[str]:
+    return Counter(change["action"] for _, change in changes)
+
+
+def mutated(changes: Iterable[tuple[str, dict[str, Any]]]) -> bool:
+    return any(change["action"] in ("created", "updated", "deleted") for _, change in changes)
+
+
+def render_summary(title: str, results: Mapping[str, Any], facts: Mapping[str, Any], next_step: str) -> str:
+    changes = flatten_results(results)
+    counts = count_actions(changes)
+    tally = ", ".join(f"{counts[a]} {a}" for a in ORDER if counts[a]) or "nothing to do"
+    lines = [f"# {title}", "", f"**{tally}**", "", "| task | resource | action | changed |", "|---|---|---|---|"]
+    for task_id, change in sorted(changes, key=lambda c: (ORDER.index(c[1]["action"]) if c[1]["action"] in ORDER else 99, c[0])):
+        changed = ", ".join(f"`{path}`" for path in change.get("diff", {})) or ""
+        lines.append(f"| {task_id} | `{change['resource']}` | {change['action']} | {changed} |")
+    if facts:
+        lines += ["", "| fact | value |", "|---|---|", *(f"| {k} | `{v}` |" for k, v in facts.items() if v is not None)]
+    return "\n".join([*lines, "", f"**Next:** {next_step}", ""])
