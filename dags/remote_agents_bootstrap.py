@@ -6,14 +6,23 @@ talks to AWS, Kubernetes, Helm or Astro runs in tasks.
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
 from typing import Any
 
-from airflow.sdk import DAG, Asset, Metadata, Param, TriggerRule, chain, get_current_context, task
+from airflow.sdk import DAG, Metadata, Param, TriggerRule, chain, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from remote_agents import naming
-from remote_agents.environments import EnvironmentFile, environment_files, environments_folder
+from remote_agents.environments import (
+    START,
+    EnvironmentFile,
+    cluster_kwargs,
+    environment_asset,
+    environment_files,
+    environments_folder,
+    fail_run_when_a_task_failed,
+    invalid_spec_dag,
+)
 from remote_agents.operators.astro import EnsureAgentTokenOperator, EnsureRegistrySecretOperator
 from remote_agents.operators.base import as_bool
 from remote_agents.operators.cluster import EnsureEksClusterOperator
@@ -23,15 +32,10 @@ from remote_agents.operators.kubernetes import EnsureConfigMapOperator, EnsureNa
 from remote_agents.render.cluster import build_eks_cluster_inputs
 from remote_agents.spec import EnvironmentSpec
 
-START = datetime(2025, 1, 1)
+log = logging.getLogger(__name__)
 DRY_RUN = "{{ params.dry_run }}"
 ROTATE = "{{ params.rotate_tokens }}"
 INCLUDE = environments_folder(__file__).parent
-
-
-def environment_asset(name: str) -> Asset:
-    """Updated by each applied bootstrap; the health Dag of the environment is scheduled on it."""
-    return Asset(name=f"remote_agents_environment__{name}", uri=f"remote-agents://environments/{name}")
 
 
 DOC = """
@@ -67,29 +71,6 @@ def bootstrap_params(spec: EnvironmentSpec) -> dict[str, Param]:
         "skip_cluster_creation": Param(False, type="boolean", title="Skip cluster creation",
                                        description="Use the existing EKS cluster as it is; fail if it does not exist."),
     }
-
-
-def cluster_kwargs(spec: EnvironmentSpec) -> dict[str, Any]:
-    """How the Kubernetes-side operators reach this environment's cluster."""
-    if spec.eks:
-        return {"eks_cluster_name": spec.eks.name, "aws_conn_id": spec.aws_conn_id, "region_name": spec.eks.region}
-    assert spec.cluster.kind == "existing"
-    return {"kubernetes_conn_id": spec.cluster.kubernetes_conn_id, "aws_conn_id": None}
-
-
-def build_invalid_spec_dag(environment: EnvironmentFile) -> DAG:
-    """A spec that fails validation still shows up, as a Dag whose one task explains the problem."""
-    with DAG(
-        dag_id=f"remote_agents_bootstrap__{environment.name}", schedule=None, start_date=START, catchup=False,
-        tags=["remote-agents", "invalid-spec"], doc_md=f"```\n{environment.error}\n```",
-    ) as dag:
-
-        @task
-        def invalid_spec() -> None:
-            raise ValueError(str(environment.error))
-
-        invalid_spec()
-    return dag
 
 
 def build_bootstrap_dag(environment: EnvironmentFile) -> DAG:
@@ -202,12 +183,46 @@ def build_bootstrap_dag(environment: EnvironmentFile) -> DAG:
                 task_id="ensure_irsa_role", tags=naming.ownership_tags(spec), aws_conn_id=spec.aws_conn_id,
                 region_name=spec.eks.region, dry_run=DRY_RUN,
             ).expand_kwargs(irsa_roles(account, oidc.output))
+            @task.branch(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+            def apply_or_plan_in_cluster(**context: Any) -> str:
+                """A dry run before the cluster exists cannot ask it anything: plan all of it as new."""
+                from remote_agents.hooks.aws import EksClusterHook
+
+                if not as_bool(context["params"]["dry_run"]):
+                    return "ensure_namespace"
+                hook = EksClusterHook(aws_conn_id=spec.aws_conn_id, region_name=spec.eks.region)
+                try:
+                    hook.conn.describe_cluster(name=spec.eks.name)
+                except hook.conn.exceptions.ResourceNotFoundException:
+                    return "plan_cluster_contents"
+                return "ensure_namespace"
+
+            @task
+            def plan_cluster_contents() -> dict[str, Any]:
+                """What a first bootstrap creates inside the new cluster and in Astro."""
+                from remote_agents.changes import Action, Change
+                from remote_agents.operators.base import report_changes
+
+                resources = [
+                    f"k8s:Namespace/{spec.namespace}",
+                    f"astro:agent-token/{spec.astro.deployment_id}",
+                    f"k8s:Secret/{spec.namespace}/{spec.astro.agent_token_secret_name}",
+                    f"astro:api-token/{spec.astro.deployment_id}",
+                    f"k8s:Secret/{spec.namespace}/{spec.astro.registry_secret_name}",
+                    *([f"k8s:ConfigMap/{spec.namespace}/{naming.constraints_configmap_name(spec)}"]
+                      if any(w.pip_packages for w in spec.workers) else []),
+                    f"helm:release/{spec.namespace}/{spec.release_name}",
+                ]
+                changes = [Change(resource, Action.CREATED, dry_run=True) for resource in resources]
+                return report_changes(log, changes)
+
             branch = create_or_adopt_cluster()
             adopted = adopt_cluster()
+            in_cluster = apply_or_plan_in_cluster()
             chain(validated, branch, [cluster, adopted])
-            oidc.trigger_rule = namespace.trigger_rule = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
+            oidc.trigger_rule = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
             chain([cluster, adopted], oidc)
-            chain([cluster, adopted], namespace)
+            chain([cluster, adopted], in_cluster, [namespace, plan_cluster_contents()])
             values = render_values(account)
             chain(roles, values)
         else:
@@ -264,9 +279,13 @@ def build_bootstrap_dag(environment: EnvironmentFile) -> DAG:
         report = summary()
         chain(helm, report)
         announce_environment(report)
+        fail_run_when_a_task_failed(dag)
     return dag
 
 
 for _environment in environment_files(environments_folder(__file__)):
-    _dag = build_bootstrap_dag(_environment) if _environment.spec else build_invalid_spec_dag(_environment)
+    _dag = (
+        build_bootstrap_dag(_environment) if _environment.spec
+        else invalid_spec_dag(f"remote_agents_bootstrap__{_environment.name}", _environment)
+    )
     globals()[_dag.dag_id] = _dag

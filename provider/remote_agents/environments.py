@@ -7,13 +7,18 @@ returned as its ConfigError; the Dag files turn it into a Dag whose only task re
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from airflow.sdk import DAG, Asset, TriggerRule, task
 
 from remote_agents.errors import ConfigError
 from remote_agents.spec import EnvironmentSpec, load_spec
 
 ENVIRONMENTS_VARIABLE = "REMOTE_AGENTS_ENVIRONMENTS"
+START = datetime(2025, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -41,3 +46,45 @@ def environment_files(folder: Path) -> list[EnvironmentFile]:
         except ConfigError as error:
             found.append(EnvironmentFile(path, None, error))
     return found
+
+
+def environment_asset(name: str) -> Asset:
+    """Updated by each applied bootstrap; the environment's health Dag is scheduled on it."""
+    return Asset(name=f"remote_agents_environment__{name}", uri=f"remote-agents://environments/{name}")
+
+
+def cluster_kwargs(spec: EnvironmentSpec) -> dict[str, Any]:
+    """How the Kubernetes-side operators reach this environment's cluster."""
+    if spec.eks:
+        return {"eks_cluster_name": spec.eks.name, "aws_conn_id": spec.aws_conn_id, "region_name": spec.eks.region}
+    assert spec.cluster.kind == "existing"
+    return {"kubernetes_conn_id": spec.cluster.kubernetes_conn_id, "aws_conn_id": None}
+
+
+def invalid_spec_dag(dag_id: str, environment: EnvironmentFile) -> DAG:
+    """A spec that fails validation still shows up, as a Dag whose one task explains the problem."""
+    with DAG(
+        dag_id=dag_id, schedule=None, start_date=START, catchup=False,
+        tags=["remote-agents", "invalid-spec"], doc_md=f"```\n{environment.error}\n```",
+    ) as dag:
+
+        @task
+        def invalid_spec() -> None:
+            raise ValueError(str(environment.error))
+
+        invalid_spec()
+    return dag
+
+
+def fail_run_when_a_task_failed(dag: DAG) -> None:
+    """The summary runs ALL_DONE and succeeds, which would make a failed run look green: this leaf
+    fails the run whenever any other task failed. Call it last, inside the Dag's context."""
+
+    @task(trigger_rule=TriggerRule.ONE_FAILED)
+    def a_task_failed() -> None:
+        raise RuntimeError("a task of this run failed: the summary lists what was done, the failed task's log says why")
+
+    watcher = a_task_failed()
+    for other in dag.tasks:
+        if other is not watcher.operator:
+            other >> watcher

@@ -1,0 +1,154 @@
+"""Tear down Remote Execution Agents: one Dag per environment spec in include/environments/.
+
+Deletes only what carries this environment's ownership labels/tags; everything tolerates
+"already gone", so a failed teardown is simply run again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import DAG, Param, TriggerRule, chain, cross_downstream, get_current_context, task
+
+from remote_agents import naming
+from remote_agents.environments import (
+    START,
+    EnvironmentFile,
+    cluster_kwargs,
+    environment_files,
+    environments_folder,
+    fail_run_when_a_task_failed,
+    invalid_spec_dag,
+)
+from remote_agents.operators.astro import RevokeAgentTokenOperator, RevokeRegistryTokenOperator
+from remote_agents.operators.base import as_bool
+from remote_agents.operators.cluster import DeleteEksClusterOperator
+from remote_agents.operators.helm import HelmUninstallOperator
+from remote_agents.operators.irsa import DeleteIrsaRoleOperator, DeleteOidcProviderOperator
+from remote_agents.operators.kubernetes import DeleteConfigMapOperator, DeleteNamespaceOperator, DeleteSecretOperator
+
+DRY_RUN = "{{ params.dry_run }}"
+
+DOC = """
+### Tear down Remote Execution Agents: `{name}`
+
+Uninstalls the agent release, revokes the agent and registry tokens in Astro, deletes our Secrets,
+ConfigMap and namespace, then the IRSA role(s), the OIDC provider, the node groups, the cluster,
+its VPC and the EKS roles — each only if this project created it (ownership labels and tags).
+Something that exists but is not ours is left alone and listed as skipped.
+
+Type the environment name `{name}` in *confirm* to run it; *dry run* lists what would be deleted.
+"""
+
+
+def teardown_params(name: str) -> dict[str, Param]:
+    return {
+        "confirm": Param("", type="string", title="Confirm", description=f"Type '{name}' to tear this environment down."),
+        "dry_run": Param(False, type="boolean", title="Dry run", description="List what would be deleted; delete nothing."),
+    }
+
+
+def build_teardown_dag(environment: EnvironmentFile) -> DAG:
+    spec = environment.spec
+    assert spec is not None
+    access = cluster_kwargs(spec)
+    common = {"namespace": spec.namespace, "environment": spec.name, "dry_run": DRY_RUN, **access}
+    astro = {"deployment_id": spec.astro.deployment_id, "organization_id": spec.astro.organization_id,
+             "astro_conn_id": spec.astro.connection_id}
+    with DAG(
+        dag_id=f"remote_agents_teardown__{spec.name}",
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        tags=["remote-agents", "teardown", spec.name],
+        params=teardown_params(spec.name),
+        doc_md=DOC.format(name=spec.name),
+    ) as dag:
+
+        @task
+        def check_confirmation(**context: Any) -> None:
+            typed = context["params"]["confirm"]
+            if typed != spec.name:
+                raise ValueError(f"confirm: got {typed!r}; type the environment name {spec.name!r} to tear it down")
+
+        @task.short_circuit(ignore_downstream_trigger_rules=False)
+        def cluster_reachable() -> bool:
+            """A cluster already deleted (by an earlier, interrupted teardown) has nothing left inside."""
+            if not spec.eks:
+                return True
+            from remote_agents.hooks.aws import EksClusterHook
+
+            hook = EksClusterHook(aws_conn_id=spec.aws_conn_id, region_name=spec.eks.region)
+            try:
+                return hook.conn.describe_cluster(name=spec.eks.name)["cluster"]["status"] == "ACTIVE"
+            except hook.conn.exceptions.ResourceNotFoundException:
+                return False
+
+        uninstall = HelmUninstallOperator(
+            task_id="helm_uninstall", release_name=spec.release_name, namespace=spec.namespace, dry_run=DRY_RUN, **access,
+        )
+        # Tokens first: the Secrets carry the ids of the tokens to revoke.
+        revoke = [
+            RevokeAgentTokenOperator(task_id="revoke_agent_token", secret_name=spec.astro.agent_token_secret_name, **astro, **common),
+            RevokeRegistryTokenOperator(task_id="revoke_registry_token", secret_name=spec.astro.registry_secret_name, **astro, **common),
+        ]
+        secret_names = [spec.astro.agent_token_secret_name, spec.astro.registry_secret_name]
+        if spec.identity.mode == "static-credentials":
+            secret_names.append(spec.identity.secret_name)
+        delete_objects = [
+            *(DeleteSecretOperator(task_id=f"delete_secret_{name.replace('-', '_')}", secret_name=name, **common)
+              for name in secret_names),
+            DeleteConfigMapOperator(task_id="delete_constraints_configmap",
+                                    configmap_name=naming.constraints_configmap_name(spec), **common),
+        ]
+        namespace = DeleteNamespaceOperator(task_id="delete_namespace", **common)
+        chain(check_confirmation(), cluster_reachable(), uninstall, revoke)
+        cross_downstream(revoke, delete_objects)
+        chain(delete_objects, namespace)
+
+        aws_tasks = []
+        if spec.eks:
+            tags = naming.ownership_tags(spec)
+            aws = {"aws_conn_id": spec.aws_conn_id, "region_name": spec.eks.region, "dry_run": DRY_RUN}
+            roles = DeleteIrsaRoleOperator(
+                task_id="delete_irsa_roles", role_names=list(naming.irsa_role_names(spec).values()), tags=tags, **aws,
+            )
+            # The OIDC provider is found through the cluster's issuer, so it goes before the cluster.
+            oidc = DeleteOidcProviderOperator(task_id="delete_oidc_provider", eks_cluster_name=spec.eks.name, tags=tags, **aws)
+            cluster = DeleteEksClusterOperator(
+                task_id="delete_cluster", cluster_name=spec.eks.name, tags=tags,
+                role_names=list(naming.eks_role_names(spec).values()), **aws,
+            )
+            # Run after the in-cluster deletions, or straight away when the cluster is already gone.
+            roles.trigger_rule = TriggerRule.NONE_FAILED
+            chain(namespace, roles, oidc, cluster)
+            aws_tasks = [roles, oidc, cluster]
+
+        sources = [t.task_id for t in dag.tasks]
+
+        @task(trigger_rule=TriggerRule.ALL_DONE)
+        def summary() -> str:
+            from remote_agents.summary import render_summary
+
+            context = get_current_context()
+            dry_run = as_bool(context["params"]["dry_run"])
+            results = {task_id: context["ti"].xcom_pull(task_ids=[task_id]) or [] for task_id in sources}
+            title = f"{'Teardown plan (dry run)' if dry_run else 'Teardown'} of environment `{spec.name}`"
+            next_step = (f"trigger again with dry run off and confirm `{spec.name}`." if dry_run
+                         else "nothing of this environment is left; the spec file can be removed.")
+            markdown = render_summary(title, results, {}, next_step)
+            print(markdown)
+            return markdown
+
+        chain([namespace, *aws_tasks], summary())
+        fail_run_when_a_task_failed(dag)
+    return dag
+
+
+for _environment in environment_files(environments_folder(__file__)):
+    _dag = (
+        build_teardown_dag(_environment) if _environment.spec
+        else invalid_spec_dag(f"remote_agents_teardown__{_environment.name}", _environment)
+    )
+    globals()[_dag.dag_id] = _dag
