@@ -236,6 +236,7 @@ def build_bootstrap_dag(environment: EnvironmentFile) -> DAG:
             chart_repo_url=None if spec.chart.path else spec.chart.repo_url,
             chart_version="{{ params.chart_version }}",
             values=values,
+            timeout=spec.chart.rollout_timeout_seconds,
             dry_run=DRY_RUN,
             **access,
         )

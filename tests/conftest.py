@@ -48,3 +48,20 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """The metadata database (SQLite in the test AIRFLOW_HOME), migrated once for Dag runs."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
+
+
+@pytest.fixture(scope="session")
+def dagbag(airflow_db: None) -> object:
+    """The project's dags/ folder parsed by Airflow's own DagBag."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(str(ROOT / "dags"))

@@ -221,6 +221,8 @@ class ChartSpec(SpecModel):
     """Send lineage to Astro (chart >= 2.2)."""
     sentinel: bool = True
     """Run the Sentinel agent monitor (chart >= 1.2)."""
+    rollout_timeout_seconds: Annotated[int, Field(ge=30)] = 600
+    """How long an install or upgrade may take to become ready before it is rolled back."""
 
     @field_validator("version")
     @classmethod

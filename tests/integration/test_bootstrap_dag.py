@@ -1,0 +1,240 @@
+"""The bootstrap and teardown Dags, run with a real Airflow (dag.test on SQLite) against the sandbox."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from remote_agents import naming
+from sandbox.environment import Sandbox
+
+pytestmark = pytest.mark.sandbox
+
+ROOT = Path(__file__).resolve().parents[2]
+BOOTSTRAP = "remote_agents_bootstrap__sandbox"
+TEARDOWN = "remote_agents_teardown__sandbox"
+
+
+@pytest.fixture
+def clean(sandbox: Sandbox) -> Iterator[Sandbox]:
+    sandbox.reset()
+    yield sandbox
+    sandbox.kube.faults.clear()
+    sandbox.aws.clear_faults()
+    sandbox.astro.clear_faults()
+
+
+def bootstrap(dagbag: Any, sandbox: Sandbox, **params: Any) -> tuple[str, dict[str, str]]:
+    """One bootstrap run; every param given, because dag.test() keeps the previous run's conf."""
+    conf = {"dry_run": False, "rotate_tokens": False, "skip_cluster_creation": False,
+            "chart_version": sandbox.spec.chart.version, **params}
+    run = dagbag.get_dag(BOOTSTRAP).test(run_conf=conf)
+    return run.state, {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+def teardown(dagbag: Any, confirm: str, dry_run: bool = False) -> tuple[str, dict[str, str]]:
+    run = dagbag.get_dag(TEARDOWN).test(run_conf={"confirm": confirm, "dry_run": dry_run})
+    return run.state, {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+def mutations(sandbox: Sandbox) -> dict[str, list[Any]]:
+    return {
+        "aws": sandbox.aws.request_log.mutating_calls,
+        "kubernetes": [m for m in sandbox.kube.mutations if not m.dry_run],
+        "astro": sandbox.astro.mutating_calls,
+    }
+
+
+def forget_requests(sandbox: Sandbox) -> None:
+    sandbox.aws.request_log.clear()
+    sandbox.kube.reset_counters()
+    sandbox.astro.clear_calls()
+
+
+def helm(sandbox: Sandbox, *args: str) -> str:
+    result = subprocess.run(["helm", *args], env={**sandbox.env(), "PATH": str(ROOT / ".tools" / "bin")},
+                            capture_output=True, text=True, check=True)
+    return result.stdout
+
+
+def secret_value(sandbox: Sandbox, name: str, key: str) -> str:
+    secret = sandbox.kube.get_object("Secret", name, sandbox.spec.namespace)
+    assert secret is not None, f"Secret {name} is missing"
+    return base64.b64decode(secret["data"][key]).decode()
+
+
+def last_summary(dag_id: str) -> str:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.query(XComModel).filter_by(dag_id=dag_id, task_id="summary").order_by(XComModel.timestamp.desc()).first()
+        return str(row.value)
+
+
+def test_every_dag_file_parses_without_import_errors(dagbag: Any) -> None:
+    assert dagbag.import_errors == {}
+    assert {BOOTSTRAP, TEARDOWN} <= set(dagbag.dag_ids)
+
+
+def test_airflow_cli_lists_no_import_errors(airflow_db: None) -> None:
+    airflow = [sys.executable, "-m", "airflow"]
+    subprocess.run([*airflow, "dags", "reserialize"], check=True, capture_output=True)
+    listed = subprocess.run([*airflow, "dags", "list-import-errors", "--output", "json"], capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    # The CLI logs warnings on stdout too; the JSON document is the last line.
+    assert json.loads(listed.stdout.strip().splitlines()[-1]) == []
+
+
+def test_fresh_bootstrap_installs_agents_with_valid_values_live_tokens_and_exact_trust(dagbag: Any, clean: Sandbox) -> None:
+    state, tasks = bootstrap(dagbag, clean)
+
+    assert state == "success", tasks
+    assert tasks["helm_upgrade_install"] == tasks["ensure_irsa_role"] == tasks["ensure_agent_token"] == "success"
+    spec = clean.spec
+    values = json.loads(helm(clean, "get", "values", spec.release_name, "-n", spec.namespace, "-o", "json"))
+    jsonschema.Draft202012Validator(json.loads((ROOT / "include/schemas/agent-values.schema.json").read_text())).validate(values)
+    assert clean.astro.is_live_agent_token(secret_value(clean, spec.astro.agent_token_secret_name, "token"))
+    pull = json.loads(secret_value(clean, spec.astro.registry_secret_name, ".dockerconfigjson"))
+    assert set(pull["auths"]) == {"images.astronomer.cloud"}
+    role = clean.aws.admin_client("iam").get_role(RoleName=naming.irsa_role_names(spec)[None])["Role"]
+    (condition,) = [s["Condition"]["StringEquals"] for s in role["AssumeRolePolicyDocument"]["Statement"]]
+    subjects = next(v for k, v in condition.items() if k.endswith(":sub"))
+    assert sorted(subjects) == sorted(naming.service_account_subjects(spec))
+    assert "**27 created**" in last_summary(BOOTSTRAP)
+
+
+def test_second_bootstrap_makes_no_mutating_call_anywhere(dagbag: Any, clean: Sandbox) -> None:
+    assert bootstrap(dagbag, clean)[0] == "success"
+    forget_requests(clean)
+
+    state, _ = bootstrap(dagbag, clean)
+
+    assert state == "success"
+    assert mutations(clean) == {"aws": [], "kubernetes": [], "astro": []}
+    assert "created" not in last_summary(BOOTSTRAP) and "unchanged" in last_summary(BOOTSTRAP)
+
+
+def test_dry_run_on_an_empty_environment_changes_nothing_and_plans_every_resource(dagbag: Any, clean: Sandbox) -> None:
+    namespaces_before = clean.kube.list_objects("namespaces")
+
+    state, tasks = bootstrap(dagbag, clean, dry_run=True)
+
+    assert state == "success", tasks
+    assert mutations(clean) == {"aws": [], "kubernetes": [], "astro": []}
+    assert clean.kube.list_objects("namespaces") == namespaces_before
+    plan = last_summary(BOOTSTRAP)
+    for resource in ("eks:cluster/remote-agents-sandbox", "iam:role/sandbox-remote-agents", "k8s:Namespace/astro-agents",
+                     "k8s:Secret/astro-agents/astro-agent-token", "helm:release/astro-agents/astro-agent"):
+        assert f"`{resource}` | create" in plan, resource
+    assert tasks["announce_environment"] == "skipped"  # a plan schedules no health check
+
+
+def test_unready_release_fails_with_the_workload_and_reason_then_a_rerun_converges(
+    dagbag: Any, clean: Sandbox, capfd: pytest.CaptureFixture[str]
+) -> None:
+    worker = f"{clean.spec.resource_name_prefix}-worker-heavy"
+    clean.kube.faults.never_ready(namespace=clean.spec.namespace, name=worker, reason="ImagePullBackOff")
+
+    state, tasks = bootstrap(dagbag, clean)
+
+    assert state == "failed" and tasks["helm_upgrade_install"] == "failed"
+    output = capfd.readouterr().out
+    assert worker in output and "ImagePullBackOff" in output
+    clean.kube.faults.clear()
+    state, tasks = bootstrap(dagbag, clean)
+    assert state == "success", tasks
+
+
+def test_astro_api_error_is_retried_within_the_task(dagbag: Any, clean: Sandbox) -> None:
+    clean.astro.fail("*agent-tokens*", status=500, count=1)
+
+    state, tasks = bootstrap(dagbag, clean)
+
+    assert state == "success", tasks
+    assert len(clean.astro.live_agent_tokens()) == 1
+
+
+def test_aws_throttling_fails_the_cluster_task_by_name_then_a_rerun_converges(
+    dagbag: Any, clean: Sandbox, capfd: pytest.CaptureFixture[str]
+) -> None:
+    clean.aws.throttle("eks", "CreateCluster", count=50)
+
+    state, tasks = bootstrap(dagbag, clean)
+
+    assert state == "failed" and tasks["ensure_cluster"] == "failed"
+    assert "CreateCluster" in capfd.readouterr().out
+    clean.aws.clear_faults()
+    assert bootstrap(dagbag, clean)[0] == "success"
+    iam = clean.aws.admin_client("iam")
+    assert sorted(r["RoleName"] for r in iam.list_roles()["Roles"]) == sorted(
+        [*naming.eks_role_names(clean.spec).values(), *naming.irsa_role_names(clean.spec).values()]
+    )
+    assert len(clean.aws.admin_client("eks").list_clusters()["clusters"]) == 1
+
+
+def test_tokens_appear_in_no_log_xcom_serialized_dag_or_helm_values(
+    dagbag: Any, clean: Sandbox, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from airflow.models.serialized_dag import SerializedDagModel
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    assert bootstrap(dagbag, clean)[0] == "success"
+    spec = clean.spec
+    token = secret_value(clean, spec.astro.agent_token_secret_name, "token")
+    registry_token = json.loads(secret_value(clean, spec.astro.registry_secret_name, ".dockerconfigjson"))
+    registry_password = next(iter(registry_token["auths"].values()))["password"]
+    with create_session() as session:
+        xcoms = json.dumps([str(row.value) for row in session.query(XComModel).filter_by(dag_id=BOOTSTRAP)])
+        serialized = json.dumps(SerializedDagModel.get(BOOTSTRAP, session=session).data)
+    places = {
+        "task logs": capfd.readouterr().out,
+        "XCom": xcoms,
+        "serialized Dag": serialized,
+        "helm values": helm(clean, "get", "values", spec.release_name, "-n", spec.namespace, "--all", "-o", "json"),
+    }
+    for secret in (token, registry_password):
+        assert len(secret) > 20
+        assert [place for place, text in places.items() if secret in text] == []
+
+
+def test_teardown_refuses_a_wrong_confirmation(dagbag: Any, clean: Sandbox) -> None:
+    assert bootstrap(dagbag, clean)[0] == "success"
+    forget_requests(clean)
+
+    state, tasks = teardown(dagbag, confirm="production")
+
+    assert state == "failed" and tasks["check_confirmation"] == "failed"
+    assert mutations(clean) == {"aws": [], "kubernetes": [], "astro": []}
+
+
+def test_teardown_removes_everything_of_ours_and_nothing_else(dagbag: Any, clean: Sandbox) -> None:
+    spec = clean.spec
+    iam = clean.aws.admin_client("iam")
+    iam.create_role(RoleName="customer-role", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}))
+    assert bootstrap(dagbag, clean)[0] == "success"
+    clean.kube.faults.clear()
+    subprocess.run(["kubectl", "create", "namespace", "customer-apps"], env={**clean.env(), "PATH": str(ROOT / ".tools/bin")},
+                   check=True, capture_output=True)
+
+    state, tasks = teardown(dagbag, confirm=spec.name)
+
+    assert state == "success", tasks
+    assert [r["RoleName"] for r in iam.list_roles()["Roles"]] == ["customer-role"]
+    assert iam.list_open_id_connect_providers()["OpenIDConnectProviderList"] == []
+    assert clean.aws.admin_client("eks").list_clusters()["clusters"] == []
+    vpcs = clean.aws.admin_client("ec2").describe_vpcs()["Vpcs"]
+    assert all(vpc.get("IsDefault") for vpc in vpcs)
+    namespaces = {ns["metadata"]["name"] for ns in clean.kube.list_objects("namespaces")}
+    assert spec.namespace not in namespaces and "customer-apps" in namespaces
+    assert clean.astro.live_agent_tokens() == [] and clean.astro.live_api_tokens() == []
+    assert teardown(dagbag, confirm=spec.name)[0] == "success"  # a second teardown finds nothing and is fine
