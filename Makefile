@@ -5,7 +5,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	@.venv/bin/python scripts/demo.py
+	@PYTHONPATH=. .venv/bin/python scripts/demo.py
 
 test: setup
 	@.venv/bin/pytest -q
