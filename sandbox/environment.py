@@ -9,10 +9,14 @@ same object backs ``python -m sandbox up`` (in a background process) and the pyt
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import secrets
+import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +26,13 @@ from remote_agents.spec import EnvironmentSpec
 from sandbox.astro import AstroEmulator
 from sandbox.aws import AwsEmulator
 from sandbox.kube import KubeEmulator
+from sandbox.standin import AgentStandIn
+from sandbox.webhook import WebhookSink
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SPEC = ROOT / "include" / "environments" / "sandbox.yaml"
+SELFTEST_DAG = ROOT / "dags" / "remote_agents_selftest.py"
+ROLE_ARN_ANNOTATION = "eks.amazonaws.com/role-arn"
 TOOLS = ROOT / ".tools" / "bin"
 
 
@@ -70,24 +78,87 @@ class Sandbox:
                 }
             ],
         )
+        self.webhook = WebhookSink()
+        self.agents: AgentStandIn | None = None
 
     @property
     def kubeconfig(self) -> Path:
         return self.state_dir / "kubeconfig"
 
     def start(self) -> Sandbox:
+        # moto and the Astro emulator serve through werkzeug, which logs every request at INFO.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.aws.start()
         self.kube.start()
         self.astro.start()
+        self.webhook.start()
         self.aws.set_eks_endpoint(self.kube.url)
         self.kube.write_kubeconfig(self.kubeconfig)
         self.seed_customer_resources()
         return self
 
     def stop(self) -> None:
+        self.stop_agents()
+        self.webhook.stop()
         for emulator in (self.astro, self.kube, self.aws):
             emulator.stop()
+
+    # -- the agents (a stand-in Airflow configured from the installed release) -------------------
+
+    def installed_values(self) -> dict[str, Any]:
+        """The agent release's values as installed (`helm get values --all`), read from the cluster."""
+        from remote_agents.hooks.cluster import ClusterAccess
+        from remote_agents.hooks.helm import HelmHook
+
+        access = ClusterAccess(kubernetes_conn_id="kubernetes_default")
+        with _environment(self.env()):
+            values = HelmHook(access).get_values(self.spec.release_name, self.spec.namespace, all=True)
+        if not values:
+            raise RuntimeError(
+                f"release {self.spec.namespace}/{self.spec.release_name} is not installed; run the bootstrap Dag first"
+            )
+        return values
+
+    def agents_role_arn(self) -> str:
+        """The IRSA role on the worker ServiceAccount, as the EKS webhook would read it."""
+        worker = next(w for w in self.spec.workers)
+        name = f"{self.spec.resource_name_prefix}-worker-{worker.name}"
+        account = self.kube.get_object("ServiceAccount", name, self.spec.namespace)
+        annotations = ((account or {}).get("metadata") or {}).get("annotations") or {}
+        if ROLE_ARN_ANNOTATION not in annotations:
+            raise RuntimeError(f"ServiceAccount {self.spec.namespace}/{name} has no {ROLE_ARN_ANNOTATION} annotation")
+        return str(annotations[ROLE_ARN_ANNOTATION])
+
+    def agents_aws_env(self, role_arn: str | None = None) -> dict[str, str]:
+        token_file = self.state_dir / "agents-web-identity-token"
+        token_file.write_text("projected-service-account-token")
+        return self.aws.irsa_env(role_arn or self.agents_role_arn(), str(token_file))
+
+    def start_agents(self, values: dict[str, Any] | None = None, parallelism: int = 4) -> AgentStandIn:
+        """Start the stand-in for the installed release, with only the self-test Dag in its bundle."""
+        if self.agents is not None:
+            raise RuntimeError("the agents are already running; stop_agents() or restart them")
+        dags = self.state_dir / "agent-dags"
+        dags.mkdir(parents=True, exist_ok=True)
+        shutil.copy(SELFTEST_DAG, dags)
+        agents = AgentStandIn(
+            self.state_dir / "agents", dags, values or self.installed_values(), self.agents_aws_env(),
+            parallelism=parallelism,
+        )
+        self.agents = agents.start()
+        return agents
+
+    def stop_agents(self) -> None:
+        if self.agents is not None:
+            self.agents.stop()
+            self.agents = None
+
+    def deployment_connection(self) -> dict[str, Any]:
+        """The Remote Execution Deployment's REST API (the stand-in): host = its URL, password = a token."""
+        if self.agents is None:
+            raise RuntimeError("the agents are not running; call start_agents() first")
+        return {"conn_type": "http", "host": self.agents.url, "password": self.agents.api_token()}
 
     def seed_customer_resources(self) -> None:
         """What exists before a bootstrap: the buckets the spec names (the customer brings them) and
@@ -121,6 +192,11 @@ class Sandbox:
             },
             "kubernetes_default": {"conn_type": "kubernetes", "extra": {"kube_config_path": str(self.kubeconfig)}},
         }
+        notifier = spec.health.notifier
+        if notifier.kind == "webhook" and notifier.connection_id:
+            conns[notifier.connection_id] = {"conn_type": "http", "host": self.webhook.url}
+        if self.agents is not None:
+            conns[spec.astro.deployment_connection_id] = self.deployment_connection()
         if spec.cluster.kind == "existing":
             conns[spec.cluster.kubernetes_conn_id] = conns["kubernetes_default"]
         return conns
@@ -157,6 +233,21 @@ class Sandbox:
             "astro": self.astro.url,
             "kubeconfig": str(self.kubeconfig),
         }
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    """The sandbox's Connections for the duration of a read by provider hooks (which read os.environ)."""
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _shell_quote(value: str) -> str:

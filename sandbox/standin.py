@@ -15,8 +15,8 @@ How the values become the task environment (mirrors the chart's `astro-agent.age
   "dags-folder" LocalDagBundle, which is what the chart's default value configures anyway.
 - `workers[].env` is not used: one LocalExecutor runs the tasks of every queue, so a per-worker
   env has no single process to go to (in the tutorial it only carries the image's PYTHONPATH).
-- `workers[].queues` is recorded in `worker_queues`, so a health check can tell that no worker
-  consumes a queue, although the LocalExecutor would run that queue's tasks anyway.
+- `workers[].queues` decides which queues run: the executor (`sandbox/executor.py`) leaves tasks of
+  any other queue queued, as a queue with no worker agent does on Astro.
 
 AWS: `aws_env` gives the processes the IRSA pod environment (AWS_ROLE_ARN,
 AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ENDPOINT_URL, region; no static keys), so moto enforces the role's
@@ -48,8 +48,13 @@ from typing import Any
 
 import httpx
 
+# The REST client moved into the provider (the health Dag uses it against real Deployments);
+# re-exported here for the sandbox and its tests.
+from remote_agents.hooks.deployment import AirflowRestClient
+
+__all__ = ["AgentStandIn", "AirflowRestClient", "agent_env", "worker_queues"]
+
 ADMIN_USER = "admin"
-TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 # Astro Runtime's logging config wraps the same S3 task handler that REMOTE_LOGGING* configure;
 # the package exists only in the Astro Runtime image.
 _ASTRO_RUNTIME_PACKAGE = "astronomer.runtime"
@@ -62,88 +67,7 @@ _COMMANDS = {
     "triggerer": ("triggerer", "--skip-serve-logs"),
 }
 _INHERITED_VARIABLES = ("PATH", "HOME", "LANG")
-
-
-# --------------------------------------------------------------------------------------------
-# REST client: only /api/v2 and /auth calls, usable against a real Deployment as well
-# --------------------------------------------------------------------------------------------
-
-
-class AirflowRestClient:
-    """The few Airflow 3 REST calls a self-test needs, with a bearer token."""
-
-    def __init__(self, base_url: str, token: str, timeout: float = 30.0) -> None:
-        self._http = httpx.Client(
-            base_url=f"{base_url.rstrip('/')}/api/v2",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=timeout,
-        )
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> AirflowRestClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def wait_for_dag(self, dag_id: str, timeout: float, poll_interval: float = 0.5) -> None:
-        """Wait until the Dag is parsed; on timeout the error lists the import errors."""
-        deadline = time.monotonic() + timeout
-        while self._http.get(f"/dags/{dag_id}").status_code == 404:
-            if time.monotonic() > deadline:
-                errors = self._http.get("/importErrors").json().get("import_errors", [])
-                raise TimeoutError(f"Dag {dag_id!r} not parsed within {timeout} s; import errors: {errors}")
-            time.sleep(poll_interval)
-
-    def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None) -> str:
-        """Unpause the Dag and start a run now; returns its run_id."""
-        self._ok(self._http.patch(f"/dags/{dag_id}", params={"update_mask": "is_paused"}, json={"is_paused": False}))
-        # logical_date must be present (422 without it); null means "now", no logical date.
-        response = self._ok(self._http.post(f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": dict(conf or {})}))
-        return str(response.json()["dag_run_id"])
-
-    def run_state(self, dag_id: str, run_id: str) -> str:
-        return str(self._ok(self._http.get(f"/dags/{dag_id}/dagRuns/{run_id}")).json()["state"])
-
-    def wait(self, dag_id: str, run_id: str, timeout: float, poll_interval: float = 0.5) -> str:
-        """Poll until the run is success/failed; after `timeout` return the state it is still in."""
-        deadline = time.monotonic() + timeout
-        state = self.run_state(dag_id, run_id)
-        while state not in TERMINAL_RUN_STATES and time.monotonic() < deadline:
-            time.sleep(poll_interval)
-            state = self.run_state(dag_id, run_id)
-        return state
-
-    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        response = self._ok(self._http.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances"))
-        return list(response.json()["task_instances"])
-
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
-        """The XCom value as the metadata DB holds it.
-
-        The API never calls a custom XCom backend: with the object-storage backend (above its
-        threshold) this is the object's path, e.g. "s3://aws_default@bucket/xcom/<dag>/<run>/<task>/<uuid>".
-        """
-        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
-        return self._ok(self._http.get(path)).json()["value"]
-
-    def log_events(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> list[dict[str, Any]]:
-        """Structured log events of one try; match on each event's "event" text (text/plain is refused)."""
-        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
-        response = self._ok(self._http.get(path, params={"full_content": True}))
-        return list(response.json()["content"])
-
-    @staticmethod
-    def _ok(response: httpx.Response) -> httpx.Response:
-        if response.is_error:
-            raise httpx.HTTPStatusError(
-                f"{response.request.method} {response.request.url} -> {response.status_code}: {response.text[:500]}",
-                request=response.request,
-                response=response,
-            )
-        return response
+_ROOT = Path(__file__).resolve().parents[1]  # makes `sandbox.executor` importable by the stand-in
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,7 +286,10 @@ class AgentStandIn:
             "AIRFLOW_HOME": str(self.home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            # Runs only the queues the values' workers consume (see sandbox/executor.py).
+            "AIRFLOW__CORE__EXECUTOR": "sandbox.executor.QueueServingLocalExecutor",
+            "SANDBOX_WORKER_QUEUES": ",".join(sorted(self.worker_queues)),
+            "PYTHONPATH": str(_ROOT),
             "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
             "AIRFLOW__API__HOST": "127.0.0.1",

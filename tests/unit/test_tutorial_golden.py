@@ -73,6 +73,8 @@ TUTORIAL_VALUES: dict[str, Any] = {
         "AIRFLOW__LOGGING__REMOTE_LOGGING": "True",
         "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER": "s3://my-airflow-bucket/logs",
         "AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID": "aws_default",
+        # Addition: the queues the self-test Dag builds one task group for (health checks).
+        "REMOTE_AGENTS_QUEUES": "default",
         "AIRFLOW__COMMON_IO__STATE_STORE_OBJECTSTORAGE_PATH": "s3://aws_default@my-airflow-bucket/state",
     },
     "labels": {"remote-agents.astronomer.io/environment": "tutorial"},

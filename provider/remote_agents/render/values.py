@@ -27,6 +27,7 @@ LOCAL_DAG_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
 # boto3 takes credentials from IRSA or from the AWS_* variables of the static-credentials Secret.
 AWS_CONN_ID = "aws_default"
 ROLE_ARN_ANNOTATION = "eks.amazonaws.com/role-arn"
+QUEUES_VARIABLE = "REMOTE_AGENTS_QUEUES"
 STATIC_CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 SHARED_PACKAGES = "/shared/packages"
 CONSTRAINTS_DIR = "/constraints"
@@ -127,6 +128,9 @@ def build_common_env(spec: EnvironmentSpec) -> list[dict[str, str]]:
         "AIRFLOW__LOGGING__REMOTE_LOGGING": "True",
         "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER": f"s3://{logs.bucket}/{logs.prefix}",
         "AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID": AWS_CONN_ID,
+        # Read by the self-test Dag when the agents' Dag processor parses it: a Dag's shape is fixed
+        # at parse time, so its one task group per queue needs the queues there, not in a run's conf.
+        QUEUES_VARIABLE: ",".join(worker.queue for worker in spec.workers),
     }
     if spec.chart.parsed_version >= STATE_STORE_SINCE and spec.state_store:
         env["AIRFLOW__COMMON_IO__STATE_STORE_OBJECTSTORAGE_PATH"] = (

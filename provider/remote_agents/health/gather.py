@@ -1,0 +1,325 @@
+"""Gathering health evidence: the reads behind the pure diagnoses in ``diagnose.py``.
+
+Each function reads one system through its hook (Kubernetes via ``kubernetes_hook``, helm via
+``HelmHook``, Astro via ``AstroHook``, the Deployment's REST API via ``DeploymentHook``, S3 and
+Secrets Manager via the amazon hooks with the management Connection) and returns evidence
+dataclasses holding no secret: canary values leave this module only as digests.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from botocore.exceptions import ClientError
+
+from remote_agents import naming
+from remote_agents.health import contract
+from remote_agents.health.diagnose import (
+    Expectations,
+    QueueEvidence,
+    ReleaseEvidence,
+    SelfTestEvidence,
+    TaskEvidence,
+    TokenEvidence,
+    WorkloadEvidence,
+)
+from remote_agents.hooks.cluster import ClusterAccess, kubernetes_hook
+from remote_agents.hooks.deployment import AirflowRestClient, api_error
+from remote_agents.spec import EnvironmentSpec
+from remote_agents.triggers.rollout import pod_problems
+
+TOKEN_ID_ANNOTATION = "remote-agents.astronomer.io/astro-token-id"
+
+
+# -- expectations ------------------------------------------------------------------------------
+
+
+def expectations(spec: EnvironmentSpec, **facts: Any) -> Expectations:
+    """What healthy means for ``spec``; ``facts`` are the management side's reads (canary, buckets)."""
+    backends = spec.backends
+    return Expectations(
+        environment=spec.name,
+        queues=tuple(worker.queue for worker in spec.workers),
+        xcom_bucket=backends.xcom.bucket,
+        xcom_prefix=backends.xcom.prefix,
+        log_bucket=backends.logs.bucket,
+        log_prefix=backends.logs.prefix,
+        variables_prefix=backends.secrets.variables_prefix,
+        connections_prefix=backends.secrets.connections_prefix,
+        role_names=tuple(naming.irsa_role_names(spec).values()) if spec.irsa else (),
+        timeout_seconds=float(spec.health.selftest_timeout_seconds),
+        **facts,
+    )
+
+
+# -- canary ------------------------------------------------------------------------------------
+
+
+def canary_secret_names(spec: EnvironmentSpec) -> dict[str, str]:
+    secrets_spec = spec.backends.secrets
+    return {
+        "variable": f"{secrets_spec.variables_prefix}/{contract.CANARY_NAME}",
+        "connection": f"{secrets_spec.connections_prefix}/{contract.CANARY_NAME}",
+    }
+
+
+def write_canary(spec: EnvironmentSpec, aws_conn_id: str | None) -> dict[str, str]:
+    """A fresh random canary as a Variable and a Connection; returns the nonce and the expected digest.
+
+    The value is random and new on every run, so an agent that returns its digest read it from the
+    backend after this call: not from a cache, an env var or an earlier run.
+    """
+    from airflow.providers.amazon.aws.hooks.secrets_manager import SecretsManagerHook
+    from airflow.sdk.log import mask_secret
+
+    value = secrets.token_urlsafe(24)
+    mask_secret(value)
+    nonce = secrets.token_hex(8)
+    client = SecretsManagerHook(aws_conn_id=aws_conn_id, region_name=spec.backends.aws_region).conn
+    names = canary_secret_names(spec)
+    bodies = {"variable": value, "connection": json.dumps({"conn_type": "generic", "password": value})}
+    for kind, name in names.items():
+        try:
+            client.put_secret_value(SecretId=name, SecretString=bodies[kind])
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ResourceNotFoundException":
+                raise
+            client.create_secret(Name=name, SecretString=bodies[kind],
+                                 Tags=[{"Key": k, "Value": v} for k, v in naming.ownership_tags(spec).items()])
+    return {"nonce": nonce, "digest": contract.canary_digest(nonce, value)}
+
+
+def canary_exists(spec: EnvironmentSpec, aws_conn_id: str | None) -> bool:
+    from airflow.providers.amazon.aws.hooks.secrets_manager import SecretsManagerHook
+
+    client = SecretsManagerHook(aws_conn_id=aws_conn_id, region_name=spec.backends.aws_region).conn
+    try:
+        client.describe_secret(SecretId=canary_secret_names(spec)["variable"])
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "ResourceNotFoundException":
+            return False
+        raise
+    return True
+
+
+def bucket_facts(spec: EnvironmentSpec, aws_conn_id: str | None) -> dict[str, bool]:
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    hook = S3Hook(aws_conn_id=aws_conn_id, region_name=spec.backends.aws_region)
+    return {
+        "xcom_bucket_exists": hook.check_for_bucket(spec.backends.xcom.bucket),
+        "log_bucket_exists": hook.check_for_bucket(spec.backends.logs.bucket),
+    }
+
+
+# -- the agents on Kubernetes --------------------------------------------------------------------
+
+
+def gather_workloads(spec: EnvironmentSpec, access: ClusterAccess) -> list[WorkloadEvidence]:
+    """Each agent Deployment the chart creates: ready replicas, restarts and why Pods are not ready."""
+    hook = kubernetes_hook(access)
+    apps, core = hook.apps_v1_client, hook.core_v1_client
+    pods = json.loads(core.list_namespaced_pod(spec.namespace, _preload_content=False).data).get("items", [])
+    deployments = {
+        d["metadata"]["name"]: d
+        for d in json.loads(apps.list_namespaced_deployment(spec.namespace, _preload_content=False).data).get("items", [])
+    }
+    evidence = []
+    for workload in naming.agent_workloads(spec):
+        deployment = deployments.get(workload.name)
+        if deployment is None:
+            evidence.append(WorkloadEvidence(workload.name, workload.component, workload.queue, exists=False))
+            continue
+        selector = (deployment["spec"].get("selector") or {}).get("matchLabels") or {}
+        own = [p for p in pods if selector and selector.items() <= (p["metadata"].get("labels") or {}).items()]
+        problems = sorted({problem for pod in own for problem in pod_problems(pod)})
+        restarts = sum(
+            c.get("restartCount", 0) for pod in own for c in (pod.get("status") or {}).get("containerStatuses") or []
+        )
+        evidence.append(WorkloadEvidence(
+            workload.name, workload.component, workload.queue, exists=True,
+            desired=int(deployment["spec"].get("replicas", 1)),
+            ready=int((deployment.get("status") or {}).get("readyReplicas", 0)),
+            restarts=restarts, problems=tuple(problems),
+        ))
+    return evidence
+
+
+def gather_release(spec: EnvironmentSpec, access: ClusterAccess) -> ReleaseEvidence:
+    from remote_agents.hooks.helm import HelmHook
+
+    release = HelmHook(access).get_release(spec.release_name, spec.namespace)
+    if release is None:
+        return ReleaseEvidence(spec.release_name, spec.namespace, None)
+    return ReleaseEvidence(spec.release_name, spec.namespace, release.status.value, release.revision,
+                           release.chart_version, spec.chart.version)
+
+
+def gather_agent_token(spec: EnvironmentSpec, access: ClusterAccess) -> TokenEvidence:
+    """The token id the agent-token Secret records, and whether Astro still lists it as live."""
+    from remote_agents.errors import AstroApiError
+    from remote_agents.hooks.astro import AstroHook
+    from remote_agents.hooks.kubernetes import ClusterObjects
+
+    name = spec.astro.agent_token_secret_name
+    secret = ClusterObjects(access).get("Secret", name, spec.namespace)
+    if secret is None:
+        return TokenEvidence(name, secret_exists=False, token_id=None, live=None)
+    token_id = (secret["metadata"].get("annotations") or {}).get(TOKEN_ID_ANNOTATION)
+    if not token_id:
+        return TokenEvidence(name, True, None, None)
+    astro = AstroHook(spec.astro.connection_id, spec.astro.organization_id)
+    try:
+        token = astro.get_agent_token(spec.astro.deployment_id, token_id)
+    except AstroApiError as error:
+        return TokenEvidence(name, True, token_id, None, str(error))
+    return TokenEvidence(name, True, token_id, live=_live(token))
+
+
+def _live(token: dict[str, Any] | None) -> bool:
+    from datetime import UTC, datetime
+
+    if token is None:
+        return False
+    end = token.get("endAt")
+    return not end or datetime.fromisoformat(end.replace("Z", "+00:00")) > datetime.now(UTC)
+
+
+# -- the self-test run ---------------------------------------------------------------------------
+
+
+def gather_selftest(
+    client: AirflowRestClient,
+    run: dict[str, Any],
+    spec: EnvironmentSpec,
+    object_exists: Callable[[str, str], bool],
+) -> SelfTestEvidence:
+    """Read a finished (or timed-out) self-test run through the API; ``object_exists(bucket, key)`` checks S3.
+
+    ``run`` is the self-test operator's result: run_id, state, waited_seconds.
+    """
+    dag_id, run_id = contract.SELFTEST_DAG_ID, run["run_id"]
+    try:
+        instances = {ti["task_id"]: ti for ti in client.task_instances(dag_id, run_id)}
+    except (httpx.HTTPStatusError, httpx.TransportError) as error:
+        raise api_error(f"reading the task instances of {dag_id} run {run_id}", client.base_url, error) from None
+    reader = _RunReader(client, dag_id, run_id, instances)
+    queues = {
+        queue: _queue_evidence(reader, queue, spec, object_exists)
+        for queue in _queues_in_run(instances)
+    }
+    deferred = reader.task(contract.DEFERRED_WAIT, None) if contract.DEFERRED_WAIT in instances else None
+    return SelfTestEvidence(run_id, str(run["state"]), float(run.get("waited_seconds", 0.0)), queues, deferred)
+
+
+def _queues_in_run(instances: dict[str, dict[str, Any]]) -> list[str]:
+    return sorted({ti["queue"] for task_id, ti in instances.items()
+                   if task_id.endswith(f".{contract.XCOM_PRODUCE}") and ti.get("queue")})
+
+
+class _RunReader:
+    """Reads of one run, each mapped to None on a 404 (a task that never ran has no XCom or log)."""
+
+    def __init__(self, client: AirflowRestClient, dag_id: str, run_id: str, instances: dict[str, dict[str, Any]]):
+        self.client, self.dag_id, self.run_id, self.instances = client, dag_id, run_id, instances
+
+    def task(self, task_id: str, queue: str | None) -> TaskEvidence:
+        ti = self.instances.get(task_id) or {}
+        state = ti.get("state")
+        error = self.failure(task_id, int(ti.get("try_number") or 1)) if state in ("failed", "up_for_retry") else None
+        return TaskEvidence(task_id, state, queue or ti.get("queue"), error)
+
+    def xcom(self, task_id: str) -> Any:
+        return self._read(lambda: self.client.xcom(self.dag_id, self.run_id, task_id))
+
+    def events(self, task_id: str, try_number: int | None = None) -> list[dict[str, Any]] | str:
+        """The task's log events, or why the API could not serve them (a log it cannot read is evidence)."""
+        number = try_number or int((self.instances.get(task_id) or {}).get("try_number") or 1)
+        try:
+            return self.client.log_events(self.dag_id, self.run_id, task_id, number)
+        except httpx.HTTPStatusError as error:
+            return f"the API answered HTTP {error.response.status_code} for the log"
+
+    def failure(self, task_id: str, try_number: int) -> str | None:
+        """The exception the task logged ("Type: message", the last in its chain), if the log is readable."""
+        events = self.events(task_id, try_number)
+        if isinstance(events, str):
+            return None
+        details = [d for e in events if e.get("event") == "Task failed with exception" for d in e.get("error_detail", [])]
+        if details:
+            return "; ".join(f"{d.get('exc_type')}: {d.get('exc_value')}" for d in details)
+        errors = [str(e.get("event")) for e in events if str(e.get("level", "")).lower() == "error"]
+        return errors[-1] if errors else None
+
+    @staticmethod
+    def _read(call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except httpx.HTTPStatusError as error:
+            if error.response.status_code == 404:
+                return None
+            raise
+
+
+def _queue_evidence(
+    reader: _RunReader, queue: str, spec: EnvironmentSpec, object_exists: Callable[[str, str], bool]
+) -> QueueEvidence:
+    ids = {name: contract.queue_task_id(queue, name) for name in contract.QUEUE_TASKS}
+    tasks = {name: reader.task(task_id, queue) for name, task_id in ids.items()}
+    evidence: dict[str, Any] = {"queue": queue, "tasks": tasks}
+    if tasks[contract.XCOM_PRODUCE].succeeded:
+        reference = reader.xcom(ids[contract.XCOM_PRODUCE])
+        evidence["xcom_reference"] = reference
+        if isinstance(reference, str) and reference.startswith("s3://"):
+            bucket, _, key = reference.split("@", 1)[-1].removeprefix("s3://").partition("/")
+            evidence["xcom_object_found"] = object_exists(bucket, key)
+    if tasks[contract.XCOM_CONSUME].succeeded:
+        evidence["consume"] = reader.xcom(ids[contract.XCOM_CONSUME])
+    if tasks[contract.READ_CANARY].succeeded:
+        evidence["canary"] = reader.xcom(ids[contract.READ_CANARY])
+    if tasks[contract.IDENTITY].succeeded:
+        evidence["identity_arn"] = (reader.xcom(ids[contract.IDENTITY]) or {}).get("arn")
+    if tasks[contract.LOG_MARKER].succeeded:
+        evidence.update(_log_evidence(reader, ids[contract.LOG_MARKER], queue, spec, object_exists))
+    return QueueEvidence(**evidence)
+
+
+def _log_evidence(
+    reader: _RunReader, task_id: str, queue: str, spec: EnvironmentSpec, object_exists: Callable[[str, str], bool]
+) -> dict[str, Any]:
+    logs = spec.backends.logs
+    marker = reader.xcom(task_id) or ""
+    try_number = int((reader.instances.get(task_id) or {}).get("try_number") or 1)
+    key = f"{logs.prefix}/dag_id={reader.dag_id}/run_id={reader.run_id}/task_id={task_id}/attempt={try_number}.log"
+    events = reader.events(task_id)
+    texts = [] if isinstance(events, str) else [str(event.get("event", "")) for event in events]
+    source = next((text for text in texts if text.startswith(("s3://", "/"))), None)
+    return {
+        "marker_in_api_log": bool(marker) and marker in texts,
+        "api_log_source": events if isinstance(events, str) else source,
+        "log_object_key": key,
+        "log_object_found": object_exists(logs.bucket, key),
+    }
+
+
+def s3_object_exists(aws_conn_id: str | None, region_name: str | None) -> Callable[[str, str], bool]:
+    """``object_exists(bucket, key)`` with the management Connection; a missing bucket is False."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    hook = S3Hook(aws_conn_id=aws_conn_id, region_name=region_name)
+
+    def object_exists(bucket: str, key: str) -> bool:
+        try:
+            hook.conn.head_object(Bucket=bucket, Key=key)
+        except ClientError as error:
+            if error.response["ResponseMetadata"]["HTTPStatusCode"] == 404:
+                return False
+            raise
+        return True
+
+    return object_exists
+
