@@ -27,9 +27,9 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["service"],
             }
         ],
-        "operators": _modules("operators", ["astro", "cluster", "helm", "irsa", "kubernetes"]),
-        "hooks": _modules("hooks", ["astro", "aws", "cluster", "helm", "kubernetes"]),
-        "triggers": _modules("triggers", ["cluster", "rollout"]),
+        "operators": _modules("operators", ["astro", "cluster", "helm", "irsa", "kubernetes", "selftest"]),
+        "hooks": _modules("hooks", ["astro", "aws", "cluster", "deployment", "helm", "kubernetes"]),
+        "triggers": _modules("triggers", ["cluster", "dag_run", "rollout"]),
         "connection-types": [
             {
                 "hook-class-name": "remote_agents.hooks.astro.AstroHook",
