@@ -8,7 +8,7 @@ demo: setup
 	@PYTHONPATH=. .venv/bin/python scripts/demo.py
 
 test: setup
-	@.venv/bin/pytest -q
+	@.venv/bin/pytest -q -n 2 --dist loadfile
 
 sandbox-up: setup
 	@.venv/bin/python -m sandbox up
