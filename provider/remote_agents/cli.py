@@ -1,7 +1,7 @@
 """`remote-agents`: validate a spec and print what the bootstrap would create, without touching anything.
 
     remote-agents validate SPEC
-    remote-agents render SPEC [--only values|manifests|policies|cluster] [--format yaml|json]
+    remote-agents render SPEC [--only values|manifests|policies|cluster|management-policy] [--format yaml|json]
                               [--account-id ID] [--oidc-issuer URL] [--constraints FILE]
 
 Exit 0 on success, 2 with the problems on stderr when the spec (or an option) is invalid.
@@ -24,6 +24,9 @@ from remote_agents.render import cluster, manifests, policies, values
 from remote_agents.spec import EksClusterSpec, EnvironmentSpec, load_spec
 
 SECTIONS = ("values", "manifests", "policies", "cluster")
+# Printed only when asked for: what the management Deployment's own AWS identity needs, set up once
+# by the platform team, not part of the agents' desired state.
+EXTRA_SECTIONS = ("management-policy",)
 YAML_WIDTH = 1_000_000  # keep JSON strings such as dagBundleConfigList on one line
 # Documentation examples, not real: real runs read them from AWS (STS, EKS describe_cluster).
 PLACEHOLDER_ACCOUNT_ID = "123456789012"
@@ -90,6 +93,8 @@ def render(spec: EnvironmentSpec, section: str, account_id: str, oidc_issuer: st
             },
             **({"eks": _eks_roles(spec, account_id)} if spec.eks else {}),
         }
+    if section == "management-policy":
+        return policies.build_management_policy(spec, account_id)
     return _cluster_requests(spec, spec.eks, account_id) if spec.eks else {}
 
 
@@ -140,7 +145,7 @@ def _print_render(spec: EnvironmentSpec, args: argparse.Namespace) -> None:
 
 def _placeholder_note(spec: EnvironmentSpec, args: argparse.Namespace, sections: list[str], oidc_issuer: str) -> str:
     lines = []
-    if args.account_id == PLACEHOLDER_ACCOUNT_ID and set(sections) & {"values", "policies", "cluster"}:
+    if args.account_id == PLACEHOLDER_ACCOUNT_ID and set(sections) & {"values", "policies", "cluster", "management-policy"}:
         lines.append(f"AWS account {PLACEHOLDER_ACCOUNT_ID} is a placeholder; pass --account-id for real ARNs.")
     if not args.oidc_issuer and "policies" in sections and spec.irsa:
         lines.append(f"OIDC issuer {oidc_issuer} is a placeholder; pass --oidc-issuer (EKS describe-cluster).")
@@ -165,7 +170,8 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("spec", type=Path)
     render_cmd = commands.add_parser("render", help="print the desired state computed from a spec")
     render_cmd.add_argument("spec", type=Path)
-    render_cmd.add_argument("--only", choices=SECTIONS, help="print one section (default: all)")
+    render_cmd.add_argument("--only", choices=SECTIONS + EXTRA_SECTIONS,
+                            help="print one section (default: all but management-policy)")
     render_cmd.add_argument("--format", choices=("yaml", "json"), default="yaml")
     render_cmd.add_argument("--account-id", default=PLACEHOLDER_ACCOUNT_ID, help="AWS account id for ARNs")
     render_cmd.add_argument("--oidc-issuer", help="the EKS cluster's OIDC issuer URL, for IRSA trust policies")

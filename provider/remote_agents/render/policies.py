@@ -298,3 +298,174 @@ def _iam_partition(spec: EnvironmentSpec) -> str:
 def _check_account(account_id: str) -> None:
     if not ACCOUNT_ID.match(account_id):
         raise ConfigError([f"account_id: got {account_id!r}; an AWS account id is 12 digits"])
+
+
+# -- the management Deployment's own policy -------------------------------------------------------
+
+OWNERSHIP_TAG = "remote-agents:environment"
+EKS_ROLE_ACTIONS = [
+    "iam:GetRole", "iam:CreateRole", "iam:TagRole", "iam:UpdateAssumeRolePolicy", "iam:DeleteRole",
+    "iam:ListRolePolicies", "iam:GetRolePolicy", "iam:PutRolePolicy", "iam:DeleteRolePolicy",
+    "iam:ListAttachedRolePolicies", "iam:ListInstanceProfilesForRole",
+]
+OIDC_PROVIDER_ACTIONS = [
+    "iam:GetOpenIDConnectProvider", "iam:CreateOpenIDConnectProvider", "iam:TagOpenIDConnectProvider",
+    "iam:AddClientIDToOpenIDConnectProvider", "iam:UpdateOpenIDConnectProviderThumbprint",
+    "iam:DeleteOpenIDConnectProvider",
+]
+# EC2 resource types of the VPC plan, as they appear in ARNs and in TagSpecifications.
+VPC_RESOURCE_TYPES = ["vpc", "subnet", "internet-gateway", "natgateway", "route-table", "elastic-ip"]
+VPC_CREATE_ACTIONS = [
+    "ec2:CreateVpc", "ec2:CreateSubnet", "ec2:CreateInternetGateway", "ec2:AllocateAddress",
+    "ec2:CreateNatGateway", "ec2:CreateRouteTable",
+]
+VPC_OWNED_ACTIONS = [
+    "ec2:DescribeVpcAttribute", "ec2:ModifyVpcAttribute", "ec2:ModifySubnetAttribute",
+    "ec2:AttachInternetGateway", "ec2:DetachInternetGateway", "ec2:CreateRoute", "ec2:ReplaceRoute",
+    "ec2:AssociateRouteTable", "ec2:DisassociateRouteTable",
+    # Creating a subnet, route table or NAT gateway also authorizes the VPC / subnet / address it goes into.
+    "ec2:CreateSubnet", "ec2:CreateRouteTable", "ec2:CreateNatGateway",
+    "ec2:DeleteNatGateway", "ec2:ReleaseAddress", "ec2:DeleteRouteTable", "ec2:DeleteInternetGateway",
+    "ec2:DeleteSubnet", "ec2:DeleteVpc",
+]
+# EC2 has no resource-level permissions for Describe* calls: they can only be granted on "*".
+VPC_DESCRIBE_ACTIONS = [
+    "ec2:DescribeVpcs", "ec2:DescribeSubnets", "ec2:DescribeInternetGateways", "ec2:DescribeNatGateways",
+    "ec2:DescribeRouteTables", "ec2:DescribeAddresses",
+]
+EKS_SERVICE_LINKED_ROLES = {"eks.amazonaws.com": "AWSServiceRoleForAmazonEKS",
+                            "eks-nodegroup.amazonaws.com": "AWSServiceRoleForAmazonEKSNodegroup"}
+
+
+def build_management_policy(spec: EnvironmentSpec, account_id: str) -> dict[str, Any]:
+    """The least-privilege identity policy of the management Deployment's AWS connection for this spec.
+
+    It covers what the bootstrap, health and teardown Dags call, nothing else:
+
+    - STS ``GetCallerIdentity`` (IAM ARNs are built from the account it returns);
+    - EKS on the spec's cluster and its node groups only; ``iam:PassRole`` only for the EKS roles,
+      only to ``eks.amazonaws.com``; the EKS service-linked roles, created by AWS on the first cluster;
+    - IAM on the role names of ``naming.irsa_role_names`` and ``naming.eks_role_names``, and on the
+      region's EKS OIDC providers. IAM cannot scope ``PutRolePolicy`` to an inline policy name: the
+      role ARN is the narrowest resource, and only our roles are named. Managed policies may be
+      attached (and detached) only if they are the EKS ones (``iam:PolicyARN``);
+    - EC2 for the VPC (only when the spec names no subnets). EC2 cannot resource-scope ``Create*`` to
+      ids that do not exist yet, so creates are allowed on the new resource's type only when the
+      request tags it with ``remote-agents:environment: <name>`` (``aws:RequestTag``), tagging only
+      as part of those creates (``ec2:CreateAction``), and every modify, attach, route and delete only
+      on resources carrying that tag (``ec2:ResourceTag``): someone else's VPC cannot be touched.
+      ``Describe*`` has no resource-level permissions in EC2 and is granted on ``*``;
+    - S3 read of the XCom and log prefixes, and Secrets Manager for the health check's canary
+      secrets under the spec's connections and variables prefixes.
+
+    For ``cluster.kind: existing`` only the S3 and Secrets Manager parts remain: nothing else of AWS
+    is called.
+    """
+    _check_account(account_id)
+    partition = _iam_partition(spec)
+    statements: list[dict[str, Any]] = []
+    eks = spec.eks
+    if eks:
+        statements.append(_statement("ReadCallerIdentity", ["sts:GetCallerIdentity"], "*"))
+        statements.extend(_eks_statements(spec, account_id, partition))
+        statements.extend(_iam_statements(spec, account_id, partition))
+        if not eks.subnet_ids:
+            statements.extend(_vpc_statements(spec, account_id, partition))
+    statements.extend(_health_statements(spec, account_id))
+    return {"Version": POLICY_VERSION, "Statement": statements}
+
+
+def _statement(sid: str, actions: list[str], resources: list[str] | str, condition: dict[str, Any] | None = None) -> dict[str, Any]:
+    statement: dict[str, Any] = {"Sid": sid, "Effect": "Allow", "Action": sorted(set(actions)), "Resource": resources}
+    if condition:
+        statement["Condition"] = condition
+    return statement
+
+
+def _eks_statements(spec: EnvironmentSpec, account_id: str, partition: str) -> list[dict[str, Any]]:
+    eks = spec.eks
+    assert eks is not None
+    cluster_arn = f"arn:{partition}:eks:{eks.region}:{account_id}:cluster/{eks.name}"
+    # Node group ARNs end in a generated id; any node group of our cluster (teardown deletes them all).
+    nodegroups_arn = f"arn:{partition}:eks:{eks.region}:{account_id}:nodegroup/{eks.name}/*/*"
+    tagged_on_create = {"StringEquals": {f"aws:RequestTag/{OWNERSHIP_TAG}": spec.name}}
+    names = naming.eks_role_names(spec)
+    passed = [eks.cluster_role_arn or f"arn:{partition}:iam::{account_id}:role/{names['cluster']}",
+              eks.node_role_arn or f"arn:{partition}:iam::{account_id}:role/{names['node']}"]
+    return [
+        # CreateCluster has no resource-level permission (its cluster does not exist yet): the tag
+        # condition is what keeps it to our clusters.
+        _statement("EksCreateTaggedCluster", ["eks:CreateCluster"], "*", tagged_on_create),
+        _statement("EksCreateTaggedNodegroups", ["eks:CreateNodegroup", "eks:TagResource"], [cluster_arn, nodegroups_arn],
+                   tagged_on_create),
+        _statement("EksCluster", ["eks:DescribeCluster", "eks:ListNodegroups", "eks:DeleteCluster"], cluster_arn),
+        _statement("EksNodegroups", ["eks:DescribeNodegroup", "eks:DeleteNodegroup"], nodegroups_arn),
+        _statement("PassEksRoles", ["iam:PassRole"], sorted(set(passed)),
+                   {"StringEquals": {"iam:PassedToService": "eks.amazonaws.com"}}),
+        _statement(
+            "EksServiceLinkedRoles", ["iam:CreateServiceLinkedRole"],
+            [f"arn:{partition}:iam::{account_id}:role/aws-service-role/{service}/{role}"
+             for service, role in sorted(EKS_SERVICE_LINKED_ROLES.items())],
+            {"StringEquals": {"iam:AWSServiceName": sorted(EKS_SERVICE_LINKED_ROLES)}},
+        ),
+    ]
+
+
+def _iam_statements(spec: EnvironmentSpec, account_id: str, partition: str) -> list[dict[str, Any]]:
+    eks = spec.eks
+    assert eks is not None
+    role_arn = f"arn:{partition}:iam::{account_id}:role/{{}}".format
+    eks_names = naming.eks_role_names(spec)
+    # Roles given as ARNs in the spec are used as they are, never created or changed.
+    eks_roles = [role_arn(eks_names[kind]) for kind, given in (("cluster", eks.cluster_role_arn), ("node", eks.node_role_arn)) if not given]
+    roles = sorted({*(role_arn(name) for name in naming.irsa_role_names(spec).values()), *eks_roles})
+    statements = [
+        _statement("ManageOurRoles", EKS_ROLE_ACTIONS, roles),
+        _statement("ListOidcProviders", ["iam:ListOpenIDConnectProviders"], "*"),
+        _statement("ManageEksOidcProvider", OIDC_PROVIDER_ACTIONS,
+                   f"arn:{partition}:iam::{account_id}:oidc-provider/oidc.eks.{eks.region}.amazonaws.com/id/*"),
+    ]
+    if eks_roles:
+        statements.append(_statement(
+            "AttachEksManagedPolicies", ["iam:AttachRolePolicy", "iam:DetachRolePolicy"], sorted(eks_roles),
+            {"ArnEquals": {"iam:PolicyARN": sorted(arn for arns in build_eks_managed_policy_arns(spec).values() for arn in arns)}},
+        ))
+        # EKS makes an instance profile for a managed node group's role; teardown takes the role out of it.
+        statements.append(_statement("DetachNodeRoleFromInstanceProfiles", ["iam:RemoveRoleFromInstanceProfile"],
+                                     f"arn:{partition}:iam::{account_id}:instance-profile/*"))
+    return statements
+
+
+def _vpc_statements(spec: EnvironmentSpec, account_id: str, partition: str) -> list[dict[str, Any]]:
+    eks = spec.eks
+    assert eks is not None
+    arns = [f"arn:{partition}:ec2:{eks.region}:{account_id}:{kind}/*" for kind in VPC_RESOURCE_TYPES]
+    return [
+        _statement("VpcDescribe", VPC_DESCRIBE_ACTIONS, "*"),
+        _statement("VpcCreateTagged", VPC_CREATE_ACTIONS, arns, {"StringEquals": {f"aws:RequestTag/{OWNERSHIP_TAG}": spec.name}}),
+        _statement("VpcTagOnCreateOnly", ["ec2:CreateTags"], arns,
+                   {"StringEquals": {"ec2:CreateAction": sorted(a.split(":", 1)[1] for a in VPC_CREATE_ACTIONS)}}),
+        _statement("VpcChangeOwned", VPC_OWNED_ACTIONS, arns, {"StringEquals": {f"ec2:ResourceTag/{OWNERSHIP_TAG}": spec.name}}),
+    ]
+
+
+def _health_statements(spec: EnvironmentSpec, account_id: str) -> list[dict[str, Any]]:
+    # Imported here: the health package is the one source of the canary's name, and only this builder needs it.
+    from remote_agents.health.contract import CANARY_NAME
+
+    backends = spec.backends
+    partition = aws_partition(backends.aws_region)
+    locations = sorted({(backends.xcom.bucket, backends.xcom.prefix), (backends.logs.bucket, backends.logs.prefix)})
+    secrets = backends.secrets
+    canaries = [
+        f"arn:{partition}:secretsmanager:{backends.aws_region}:{account_id}:secret:{prefix}/{CANARY_NAME}*"
+        for prefix in sorted({secrets.connections_prefix, secrets.variables_prefix})
+    ]
+    return [
+        _statement("HealthReadAgentObjects", ["s3:GetObject"], [f"arn:{partition}:s3:::{b}/{p}/*" for b, p in locations]),
+        # No s3:prefix condition: the bucket check (HeadBucket) and HeadObject's 404-for-missing both
+        # rest on a ListBucket that carries no prefix. It reveals key names, not contents.
+        _statement("HealthCheckBuckets", ["s3:ListBucket"], sorted({f"arn:{partition}:s3:::{b}" for b, _ in locations})),
+        _statement("HealthWriteCanary", ["secretsmanager:DescribeSecret", "secretsmanager:CreateSecret",
+                                         "secretsmanager:PutSecretValue", "secretsmanager:TagResource"], canaries),
+    ]
