@@ -19,7 +19,9 @@ from botocore.exceptions import ClientError
 from remote_agents import naming
 from remote_agents.health import contract
 from remote_agents.health.diagnose import (
+    DRIFT,
     Expectations,
+    Finding,
     QueueEvidence,
     ReleaseEvidence,
     SelfTestEvidence,
@@ -27,6 +29,7 @@ from remote_agents.health.diagnose import (
     TokenEvidence,
     WorkloadEvidence,
 )
+from remote_agents.health.drift import ReleaseState, RoleState, SecretState, ServiceAccountState
 from remote_agents.hooks.cluster import ClusterAccess, kubernetes_hook
 from remote_agents.hooks.deployment import AirflowRestClient, api_error
 from remote_agents.spec import EnvironmentSpec
@@ -323,3 +326,143 @@ def s3_object_exists(aws_conn_id: str | None, region_name: str | None) -> Callab
 
     return object_exists
 
+
+
+# -- drift: the live state the drift Dag compares with the spec -------------------------------------
+
+
+def drift_identity(spec: EnvironmentSpec) -> dict[str, str | None]:
+    """The account and the cluster's OIDC issuer the desired IAM state is rendered with; both None
+    without IRSA (no role to compare) and the issuer None when the cluster is gone."""
+    if not (spec.irsa and spec.eks):
+        return {"account_id": None, "oidc_issuer": None}
+    from airflow.providers.amazon.aws.hooks.sts import StsHook
+
+    from remote_agents.hooks.aws import EksClusterHook
+
+    account = str(StsHook(aws_conn_id=spec.aws_conn_id).conn.get_caller_identity()["Account"])
+    cluster = EksClusterHook(aws_conn_id=spec.aws_conn_id, region_name=spec.eks.region).cluster(spec.eks.name)
+    issuer = ((cluster or {}).get("identity") or {}).get("oidc", {}).get("issuer")
+    return {"account_id": account, "oidc_issuer": issuer}
+
+
+def desired_role_arns(spec: EnvironmentSpec, account_id: str | None) -> dict[str | None, str] | None:
+    from remote_agents.render.policies import build_role_arns
+
+    return build_role_arns(spec, account_id) if spec.irsa and account_id else None
+
+
+def gather_release_state(spec: EnvironmentSpec, access: ClusterAccess) -> ReleaseState:
+    """The installed chart version and the user-supplied values (what ``helm upgrade`` was given)."""
+    from remote_agents.hooks.helm import HelmHook
+
+    hook = HelmHook(access)
+    release = hook.get_release(spec.release_name, spec.namespace)
+    if release is None:
+        return ReleaseState(spec.release_name, spec.namespace, None)
+    return ReleaseState(spec.release_name, spec.namespace, release.chart_version,
+                        hook.get_values(spec.release_name, spec.namespace))
+
+
+def gather_service_accounts(spec: EnvironmentSpec, access: ClusterAccess) -> list[ServiceAccountState]:
+    """The agents' ServiceAccounts (the ones the IRSA trust names) and their role annotation."""
+    from remote_agents.hooks.kubernetes import ClusterObjects
+    from remote_agents.render.values import ROLE_ARN_ANNOTATION
+
+    listed = {sa["metadata"]["name"]: sa for sa in ClusterObjects(access).list("ServiceAccount", spec.namespace)}
+    states = []
+    for workload in naming.agent_workloads(spec, include_sentinel=False):
+        account = listed.get(workload.service_account)
+        annotations = ((account or {}).get("metadata") or {}).get("annotations") or {}
+        states.append(ServiceAccountState(workload.service_account, spec.namespace, account is not None,
+                                          annotations.get(ROLE_ARN_ANNOTATION)))
+    return states
+
+
+def gather_roles(spec: EnvironmentSpec) -> list[RoleState]:
+    """Each IRSA role's trust, inline policies and attached managed policies, as IAM holds them."""
+    from remote_agents.hooks.aws import IamHook
+
+    iam = IamHook(aws_conn_id=spec.aws_conn_id)
+    states = []
+    for name in naming.irsa_role_names(spec).values():
+        role = iam.get_role(name)
+        if role is None:
+            states.append(RoleState(name, exists=False))
+            continue
+        inline = {policy: iam.inline_policy(name, policy) for policy in iam.inline_policy_names(name)}
+        states.append(RoleState(
+            name, True, role.get("AssumeRolePolicyDocument"),
+            {policy: document for policy, document in inline.items() if document is not None},
+            tuple(iam.attached_policy_arns(name)),
+        ))
+    return states
+
+
+def gather_secrets(spec: EnvironmentSpec, access: ClusterAccess) -> list[SecretState]:
+    """The Secrets the values reference by name: their data keys (never values) and, for the token
+    Secrets, whether Astro still lists the token whose id the bootstrap recorded."""
+    from remote_agents.errors import AstroApiError
+    from remote_agents.hooks.astro import AstroHook
+    from remote_agents.hooks.kubernetes import ClusterObjects
+    from remote_agents.render.manifests import AGENT_TOKEN_KEY, DOCKERCONFIGJSON_KEY
+    from remote_agents.render.values import STATIC_CREDENTIAL_KEYS
+    from remote_agents.spec import StaticCredentialsIdentitySpec
+
+    astro = AstroHook(spec.astro.connection_id, spec.astro.organization_id)
+    deployment = spec.astro.deployment_id
+    wanted: list[tuple[str, str, tuple[str, ...], Callable[[str], dict[str, Any] | None] | None]] = [
+        (spec.astro.agent_token_secret_name, "agent token", (AGENT_TOKEN_KEY,),
+         lambda token_id: astro.get_agent_token(deployment, token_id)),
+        (spec.astro.registry_secret_name, "registry pull", (DOCKERCONFIGJSON_KEY,), astro.get_api_token),
+    ]
+    if isinstance(spec.identity, StaticCredentialsIdentitySpec):
+        wanted.append((spec.identity.secret_name, "AWS credentials", STATIC_CREDENTIAL_KEYS, None))
+    objects = ClusterObjects(access)
+    states = []
+    for name, purpose, keys, fetch in wanted:
+        secret = objects.get("Secret", name, spec.namespace)
+        if secret is None:
+            states.append(SecretState(name, spec.namespace, purpose, False, keys, tracks_token=fetch is not None))
+            continue
+        present = tuple(sorted(key for key, value in (secret.get("data") or {}).items() if value))
+        token_id = (secret["metadata"].get("annotations") or {}).get(TOKEN_ID_ANNOTATION)
+        live, error = None, None
+        if fetch is not None and token_id:
+            try:
+                live = _live(fetch(token_id))
+            except AstroApiError as problem:
+                error = str(problem)
+        states.append(SecretState(name, spec.namespace, purpose, True, keys, present, fetch is not None,
+                                  token_id, live, error))
+    return states
+
+
+def evaluate_drift(area: str, spec: EnvironmentSpec, access: ClusterAccess, identity: dict[str, str | None]) -> list[Finding]:
+    """One drift area's findings: read it live, render the desired state, compare.
+
+    ``identity`` is ``drift_identity(spec)``, read once per run and shared by the areas.
+    """
+    from remote_agents.health import drift
+    from remote_agents.render.policies import build_irsa_policies
+    from remote_agents.render.values import build_values
+
+    role_arns = desired_role_arns(spec, identity.get("account_id"))
+    if area == drift.RELEASE:
+        return drift.compare_release(gather_release_state(spec, access), build_values(spec, role_arns=role_arns),
+                                     spec.chart.version)
+    if area == drift.SERVICE_ACCOUNTS:
+        return drift.compare_service_accounts(gather_service_accounts(spec, access),
+                                              drift.desired_role_annotations(spec, role_arns))
+    if area == drift.IRSA_ROLES:
+        issuer, account = identity.get("oidc_issuer"), identity.get("account_id")
+        if not (spec.irsa and account):
+            return []
+        if not issuer:
+            assert spec.eks is not None
+            return [Finding(DRIFT, f"EKS cluster {spec.eks.name}", "missing, so no OIDC issuer to compare the "
+                            "IRSA trust with", "describe_cluster finds no such cluster", drift.BOOTSTRAP)]
+        return drift.compare_roles(gather_roles(spec), build_irsa_policies(spec, issuer, account))
+    if area == drift.SECRETS:
+        return drift.compare_secrets(gather_secrets(spec, access))
+    raise ValueError(f"unknown drift area {area!r}; use one of {', '.join(drift.AREAS)}")

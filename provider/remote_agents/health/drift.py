@@ -1,0 +1,306 @@
+"""Drift: the live state of an environment compared with what its spec renders. Pure.
+
+Each ``compare_*`` function takes what the drift Dag read (plain dataclasses, built in
+``gather.py``) and the desired state the pure renderers produce, and returns one ``Finding`` per
+difference (check ``diagnose.DRIFT``); an empty list means no drift. Nothing is repaired here:
+the fix of a finding names how (usually the bootstrap Dag, which converges every area but one:
+it skips helm when the release's values already match, so an edited chart object stays edited).
+
+Areas, one drift task each: the Helm release (chart version and values), the agents'
+ServiceAccounts (IRSA role annotation), the IRSA roles (trust, permission policy, anything else
+attached), and the Secrets the chart references (present, holding a token Astro still lists).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from remote_agents import naming
+from remote_agents.changes import REDACTED, diff_values
+from remote_agents.health.diagnose import DRIFT, Finding
+from remote_agents.render.policies import normalize_policy
+from remote_agents.spec import EnvironmentSpec
+
+RELEASE = "release"
+SERVICE_ACCOUNTS = "service_accounts"
+IRSA_ROLES = "irsa_roles"
+SECRETS = "secrets"
+AREAS = (RELEASE, SERVICE_ACCOUNTS, IRSA_ROLES, SECRETS)
+
+BOOTSTRAP = "re-run remote_agents_bootstrap__<env>"
+# Chart values that carry a secret inline (the spec never sets them: Secrets are referenced by name),
+# and env var names that usually hold one: their values are compared but never shown.
+INLINE_SECRET_KEYS = frozenset({"agentToken", "imagePullSecretData", "sentinelAuthSecret"})
+_SECRET_ENV = re.compile(r"(?i)(password|passwd|token|secret_access_key|secret_key|api_key|apikey|private_key|credentials?)$")
+MAX_SHOWN = 8  # differences listed in one finding's evidence; the rest are counted
+MAX_TEXT = 160
+
+
+# -- live state ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReleaseState:
+    """The Helm release as installed; ``chart_version`` None means no such release."""
+
+    name: str
+    namespace: str
+    chart_version: str | None
+    values: Mapping[str, Any] = field(default_factory=dict)  # user-supplied values (helm get values)
+
+
+@dataclass(frozen=True)
+class ServiceAccountState:
+    name: str
+    namespace: str
+    exists: bool
+    role_arn: str | None = None  # the eks.amazonaws.com/role-arn annotation
+
+
+@dataclass(frozen=True)
+class RoleState:
+    """An IRSA role as IAM holds it; policies as returned (dict or URL-encoded JSON)."""
+
+    name: str
+    exists: bool
+    trust_policy: Mapping[str, Any] | str | None = None
+    inline_policies: Mapping[str, Mapping[str, Any] | str] = field(default_factory=dict)
+    attached_policy_arns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SecretState:
+    """A Secret the chart references by name. ``token_live`` None: no token tracked, or Astro not asked."""
+
+    name: str
+    namespace: str
+    purpose: str  # "agent token", "registry pull", "AWS credentials"
+    exists: bool
+    expected_keys: tuple[str, ...]
+    present_keys: tuple[str, ...] = ()  # data keys only, never values
+    tracks_token: bool = False  # the bootstrap records the token's id in an annotation
+    token_id: str | None = None
+    token_live: bool | None = None
+    api_error: str | None = None
+
+
+# -- desired state not covered by the renderers ---------------------------------------------------
+
+
+def desired_role_annotations(spec: EnvironmentSpec, role_arns: Mapping[str | None, str] | None) -> dict[str, str | None]:
+    """The role ARN each agent ServiceAccount should carry (keys of ``role_arns`` as in
+    ``naming.irsa_role_names``: None = one role for all); None where no annotation belongs."""
+    arns = role_arns or {}
+    return {
+        workload.service_account: arns.get(None) or arns.get(workload.component)
+        for workload in naming.agent_workloads(spec, include_sentinel=False)
+    }
+
+
+# -- comparisons ---------------------------------------------------------------------------------
+
+
+def compare_release(live: ReleaseState, desired_values: Mapping[str, Any], desired_chart_version: str) -> list[Finding]:
+    """Chart version and values of the release against ``build_values(spec, role_arns)``."""
+    component = f"Helm release {live.namespace}/{live.name}"
+    if live.chart_version is None:
+        return [Finding(DRIFT, component, "not installed", "helm finds no such release", BOOTSTRAP)]
+    findings = []
+    if live.chart_version != desired_chart_version:
+        findings.append(Finding(
+            DRIFT, component, f"chart {live.chart_version} is installed, the spec says {desired_chart_version}",
+            "helm list", f"{BOOTSTRAP} (its chart_version param defaults to the spec's) or change chart.version",
+        ))
+    differences = values_diff(live.values, desired_values)
+    if differences:
+        findings.append(Finding(
+            DRIFT, component, f"{len(differences)} value(s) differ from the rendered values",
+            _listed(f"{path}: {_short(change['from'])} -> spec {_short(change['to'])}" for path, change in differences.items()),
+            f"{BOOTSTRAP} to install the rendered values (someone ran helm upgrade by hand?), "
+            "or put the change in the spec",
+        ))
+    return findings
+
+
+def values_diff(live: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{path: {"from", "to"}}`` of two value trees, named lists keyed by name, secrets redacted.
+
+    Lists of objects with a unique ``name`` (commonEnv, workers, env) become maps, so a changed
+    variable reads ``commonEnv.X.value`` instead of the whole list.
+    """
+    current, wanted = _keyed(live), _keyed(desired)
+    return diff_values(current, wanted, _secret_paths(current) | _secret_paths(wanted))
+
+
+def compare_service_accounts(live: Iterable[ServiceAccountState], desired_role_arns: Mapping[str, str | None]) -> list[Finding]:
+    """The role annotation of each agent ServiceAccount; ``desired_role_arns`` by ServiceAccount name
+    (None: no annotation, as with static credentials)."""
+    findings = []
+    for account in live:
+        if account.name not in desired_role_arns:
+            continue
+        expected = desired_role_arns[account.name]
+        component = f"ServiceAccount {account.namespace}/{account.name}"
+        annotate = (f"kubectl -n {account.namespace} annotate serviceaccount {account.name} "
+                    f"eks.amazonaws.com/role-arn={expected} --overwrite, then restart its Deployment "
+                    "(the bootstrap skips helm while the release's values match, so it does not rewrite it)")
+        if not account.exists:
+            findings.append(Finding(DRIFT, component, "missing", "the Kubernetes API has no such ServiceAccount",
+                                    f"{BOOTSTRAP}; if the release is unchanged, helm upgrade it to recreate it"))
+        elif expected and account.role_arn is None:
+            findings.append(Finding(DRIFT, component, "the IRSA role annotation was removed",
+                                    f"no eks.amazonaws.com/role-arn; the spec gives {expected}",
+                                    "new Pods get no AWS credentials: " + annotate))
+        elif expected and account.role_arn != expected:
+            findings.append(Finding(DRIFT, component, "annotated with another IAM role",
+                                    f"eks.amazonaws.com/role-arn={account.role_arn}; the spec gives {expected}",
+                                    annotate))
+        elif not expected and account.role_arn:
+            findings.append(Finding(DRIFT, component, "annotated with an IAM role the spec does not give",
+                                    f"eks.amazonaws.com/role-arn={account.role_arn}; identity.mode is not irsa",
+                                    f"kubectl -n {account.namespace} annotate serviceaccount {account.name} "
+                                    "eks.amazonaws.com/role-arn-, or set identity.mode: irsa in the spec"))
+    return findings
+
+
+def compare_roles(live: Iterable[RoleState], desired: Mapping[str | None, Mapping[str, Any]]) -> list[Finding]:
+    """Each IRSA role against ``build_irsa_policies(spec, issuer, account)``: trust, its one inline
+    policy, and no other policy (an extra one widens what the agents may do)."""
+    wanted = {role["role_name"]: role for role in desired.values()}
+    findings = []
+    for role in live:
+        if role.name not in wanted:
+            continue
+        spec_role = wanted[role.name]
+        component = f"IAM role {role.name}"
+        if not role.exists:
+            findings.append(Finding(DRIFT, component, "missing", "IAM has no such role",
+                                    f"{BOOTSTRAP} (ensure_irsa_role recreates it)"))
+            continue
+        trust = _statement_diff(role.trust_policy, spec_role["trust_policy"])
+        if trust:
+            findings.append(Finding(DRIFT, component, "trust policy differs from the spec", trust,
+                                    f"{BOOTSTRAP} to restore the trust of exactly the agents' ServiceAccounts"))
+        name = spec_role["policy_name"]
+        current = role.inline_policies.get(name)
+        if current is None:
+            findings.append(Finding(DRIFT, component, f"permission policy {name} is missing",
+                                    f"inline policies: {', '.join(sorted(role.inline_policies)) or 'none'}",
+                                    f"{BOOTSTRAP}; without it the agents cannot reach XCom, logs or secrets"))
+        else:
+            permissions = _statement_diff(current, spec_role["permission_policy"])
+            if permissions:
+                findings.append(Finding(DRIFT, component, f"permission policy {name} differs from the spec",
+                                        permissions, f"{BOOTSTRAP} to put back the rendered policy"))
+        extra = sorted(set(role.inline_policies) - {name}) + sorted(role.attached_policy_arns)
+        if extra:
+            findings.append(Finding(DRIFT, component, "has policies the spec does not give",
+                                    f"also attached: {', '.join(extra)}",
+                                    "remove them (least privilege); give the agents more access through the spec's backends"))
+    return findings
+
+
+def compare_secrets(live: Iterable[SecretState]) -> list[Finding]:
+    """Each Secret present with its key, and a tracked token still live in Astro."""
+    findings = []
+    for secret in live:
+        component = f"{secret.purpose} Secret {secret.namespace}/{secret.name}"
+        if not secret.exists:
+            findings.append(Finding(DRIFT, component, "missing", "the Kubernetes API has no such Secret",
+                                    f"{BOOTSTRAP} (it writes a new token into it); Pods that start now fail to pull or log in"))
+        elif missing := sorted(set(secret.expected_keys) - set(secret.present_keys)):
+            findings.append(Finding(DRIFT, component, f"has no key {', '.join(missing)}",
+                                    f"its data keys: {', '.join(sorted(secret.present_keys)) or 'none'}",
+                                    f"{BOOTSTRAP} to rewrite it"))
+        elif secret.tracks_token and not secret.token_id:
+            findings.append(Finding(DRIFT, component, "holds a token the bootstrap did not record",
+                                    "no remote-agents.astronomer.io/astro-token-id annotation",
+                                    f"{BOOTSTRAP} with rotate_tokens=true to issue a tracked token"))
+        elif secret.tracks_token and secret.token_live is None and secret.api_error:
+            findings.append(Finding(DRIFT, component, f"could not ask Astro about token {secret.token_id}",
+                                    secret.api_error, "check the Astro API connection (astro.connection_id)"))
+        elif secret.tracks_token and secret.token_live is False:
+            findings.append(Finding(DRIFT, component, f"token {secret.token_id} is revoked or expired in Astro",
+                                    "the Astro API no longer lists it as live",
+                                    f"{BOOTSTRAP} (a dead token is replaced; rotate_tokens=true replaces a live one)"))
+    return findings
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _keyed(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _keyed(item) for key, item in value.items()}
+    if isinstance(value, list):
+        names = [item.get("name") for item in value if isinstance(item, Mapping)]
+        if value and len(names) == len(value) and None not in names and len(set(names)) == len(names):
+            return {str(item["name"]): _keyed({k: v for k, v in item.items() if k != "name"}) for item in value}
+        return [_keyed(item) for item in value]
+    return value
+
+
+def _secret_paths(tree: Any, path: str = "") -> frozenset[str]:
+    found: set[str] = set()
+    if isinstance(tree, Mapping):
+        for key, item in tree.items():
+            child = f"{path}.{key}" if path else str(key)
+            if key in INLINE_SECRET_KEYS or _SECRET_ENV.search(str(key)):
+                found.add(child)
+                found.update(f"{child}.{leaf}" for leaf in _leaves(item))
+            found |= _secret_paths(item, child)
+    return frozenset(found)
+
+
+def _leaves(tree: Any, path: str = "") -> list[str]:
+    if not isinstance(tree, Mapping):
+        return [path] if path else []
+    return [leaf for key, item in tree.items() for leaf in _leaves(item, f"{path}.{key}" if path else str(key))]
+
+
+def _statement_diff(live: Mapping[str, Any] | str | None, desired: Mapping[str, Any]) -> str:
+    """What IAM has that the spec does not, and the reverse, statement by statement; empty if equal."""
+    current = normalize_policy(dict(live) if isinstance(live, Mapping) else (live or "{}"))
+    wanted = normalize_policy(dict(desired))
+    if current == wanted:
+        return ""
+    have, want = _statements(current), _statements(wanted)
+    missing = [_describe(s) for key, s in want.items() if key not in have]
+    extra = [_describe(s) for key, s in have.items() if key not in want]
+    parts = [f"missing from IAM: {'; '.join(missing)}" if missing else "",
+             f"in IAM, not in the spec: {'; '.join(extra)}" if extra else ""]
+    return " | ".join(part for part in parts if part) or "the documents differ outside their statements (Version?)"
+
+
+def _statements(policy: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    statements = policy.get("Statement")
+    items = statements if isinstance(statements, list) else [statements] if statements else []
+    return {json.dumps(item, sort_keys=True): item for item in items}
+
+
+def _describe(statement: Mapping[str, Any]) -> str:
+    actions = statement.get("Action")
+    text = f"{statement.get('Sid') or statement.get('Effect', '')} {json.dumps(actions)}"
+    if "Resource" in statement:
+        text += f" on {json.dumps(statement['Resource'])}"
+    if "Condition" in statement:
+        text += f" if {json.dumps(statement['Condition'], sort_keys=True)}"
+    text = text.strip()
+    return text if len(text) <= MAX_TEXT * 2 else text[: MAX_TEXT * 2 - 1] + "…"
+
+
+def _listed(lines: Iterable[str]) -> str:
+    items = list(lines)
+    shown = "; ".join(items[:MAX_SHOWN])
+    return shown + (f"; and {len(items) - MAX_SHOWN} more" if len(items) > MAX_SHOWN else "")
+
+
+def _short(value: Any, limit: int = MAX_TEXT) -> str:
+    if value is None:
+        return "(unset)"
+    text = value if value == REDACTED else repr(value) if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

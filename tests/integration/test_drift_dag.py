@@ -1,0 +1,165 @@
+"""The drift Dag against the sandbox: bootstrapped (no drift), then one change at a time made behind
+the bootstrap's back, each reported as exactly its finding; a bootstrap run repairs what it converges.
+
+Tests run in file order on one bootstrapped environment; each undoes its change (by hand or with a
+bootstrap run) before the next, and the notifications are read from the sandbox's webhook sink.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from remote_agents import naming
+from remote_agents.hooks.cluster import ClusterAccess
+from remote_agents.hooks.kubernetes import ClusterObjects
+from remote_agents.render.values import ROLE_ARN_ANNOTATION
+from sandbox.environment import Sandbox
+
+pytestmark = pytest.mark.sandbox
+
+ROOT = Path(__file__).resolve().parents[2]
+BOOTSTRAP = "remote_agents_bootstrap__sandbox"
+DRIFT = "remote_agents_drift__sandbox"
+
+
+@pytest.fixture(scope="module")
+def environment(sandbox: Sandbox, dagbag: Any) -> Iterator[Sandbox]:
+    sandbox.reset()
+    assert bootstrap(dagbag, sandbox) == "success"
+    sandbox.webhook.clear()
+    yield sandbox
+    sandbox.webhook.clear()
+
+
+def bootstrap(dagbag: Any, sandbox: Sandbox) -> str:
+    """Every param given, because dag.test() keeps the previous run's conf."""
+    run = dagbag.get_dag(BOOTSTRAP).test(run_conf={"dry_run": False, "rotate_tokens": False,
+                                                   "skip_cluster_creation": False,
+                                                   "chart_version": sandbox.spec.chart.version})
+    return str(run.state)
+
+
+def drift_run(dagbag: Any) -> tuple[str, list[str], dict[str, Any]]:
+    """The run's state, its failed tasks and the report's XCom."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    run = dagbag.get_dag(DRIFT).test()
+    with create_session() as session:
+        report = session.query(XComModel).filter_by(dag_id=DRIFT, run_id=run.run_id, task_id="report",
+                                                    key="return_value").one().value
+    failed = sorted(ti.task_id for ti in run.get_task_instances() if ti.state == "failed")
+    return str(run.state), failed, report
+
+
+def cluster(sandbox: Sandbox) -> ClusterObjects:
+    return ClusterObjects(ClusterAccess(kubernetes_conn_id="kubernetes_default"))
+
+
+def helm(sandbox: Sandbox, *args: str) -> str:
+    result = subprocess.run(["helm", *args], env={**sandbox.env(), "PATH": str(ROOT / ".tools" / "bin")},
+                            capture_output=True, text=True, check=True)
+    return result.stdout
+
+
+def only_finding(report: dict[str, Any]) -> dict[str, str]:
+    (finding,) = report["findings"]
+    return finding
+
+
+def test_bootstrapped_environment_has_no_drift_and_the_check_writes_nothing(environment: Sandbox, dagbag: Any) -> None:
+    environment.aws.request_log.clear()
+    environment.kube.reset_counters()
+    environment.astro.clear_calls()
+
+    state, failed, report = drift_run(dagbag)
+
+    assert (state, failed) == ("success", [])
+    assert report == {"drifted": False, "drifted_areas": [], "notified": None, "findings": []}
+    assert environment.aws.request_log.mutating_calls == []
+    assert [m for m in environment.kube.mutations if not m.dry_run] == []
+    assert environment.astro.mutating_calls == []
+
+
+def test_hand_made_helm_upgrade_is_a_release_finding_until_a_bootstrap_repairs_it(
+    environment: Sandbox, dagbag: Any
+) -> None:
+    spec = environment.spec
+    environment.webhook.clear()
+    helm(environment, "upgrade", spec.release_name, str(ROOT / "sandbox" / "chart"), "-n", spec.namespace,
+         "--reuse-values", "--set", "logLevel=DEBUG")
+
+    state, failed, report = drift_run(dagbag)
+    assert (state, failed) == ("failed", ["a_task_failed", "check_release"])
+    finding = only_finding(report)
+    assert finding["component"] == f"Helm release {spec.namespace}/{spec.release_name}"
+    assert finding["evidence"] == "logLevel: 'DEBUG' -> spec (unset)"
+
+    assert bootstrap(dagbag, environment) == "success"
+    state, failed, report = drift_run(dagbag)
+    assert (state, failed, report["findings"]) == ("success", [], [])
+    incident, recovery = environment.webhook.messages
+    assert incident["kind"] == "drift" and incident["status"] == "incident" and incident["drifted_areas"] == ["release"]
+    assert "logLevel" in incident["text"] and recovery["status"] == "recovery"
+
+
+def test_removed_role_annotation_is_a_service_account_finding(environment: Sandbox, dagbag: Any) -> None:
+    spec = environment.spec
+    name = naming.agent_workloads(spec)[0].service_account
+    objects = cluster(environment)
+    arn = objects.get("ServiceAccount", name, spec.namespace)["metadata"]["annotations"][ROLE_ARN_ANNOTATION]
+    objects.patch("ServiceAccount", name, spec.namespace, {"metadata": {"annotations": {ROLE_ARN_ANNOTATION: None}}})
+    try:
+        state, failed, report = drift_run(dagbag)
+    finally:
+        objects.patch("ServiceAccount", name, spec.namespace, {"metadata": {"annotations": {ROLE_ARN_ANNOTATION: arn}}})
+
+    assert (state, failed) == ("failed", ["a_task_failed", "check_service_accounts"])
+    finding = only_finding(report)
+    assert finding["component"] == f"ServiceAccount {spec.namespace}/{name}"
+    assert finding["problem"] == "the IRSA role annotation was removed"
+    assert arn in finding["evidence"] and "kubectl" in finding["fix"]
+
+
+def test_narrower_permission_policy_is_an_irsa_finding(environment: Sandbox, dagbag: Any) -> None:
+    iam = environment.aws.admin_client("iam")
+    role = naming.irsa_role_names(environment.spec)[None]
+    document = iam.get_role_policy(RoleName=role, PolicyName=naming.IRSA_POLICY_NAME)["PolicyDocument"]
+    narrower = {**document, "Statement": [s for s in document["Statement"] if s.get("Sid") != "ReadSecrets"]}
+    iam.put_role_policy(RoleName=role, PolicyName=naming.IRSA_POLICY_NAME, PolicyDocument=json.dumps(narrower))
+    try:
+        state, failed, report = drift_run(dagbag)
+    finally:
+        iam.put_role_policy(RoleName=role, PolicyName=naming.IRSA_POLICY_NAME, PolicyDocument=json.dumps(document))
+
+    assert (state, failed) == ("failed", ["a_task_failed", "check_irsa_roles"])
+    finding = only_finding(report)
+    assert finding["component"] == f"IAM role {role}"
+    assert finding["problem"] == f"permission policy {naming.IRSA_POLICY_NAME} differs from the spec"
+    assert finding["evidence"].startswith("missing from IAM: ReadSecrets")
+    assert "in IAM, not in the spec" not in finding["evidence"]
+
+
+def test_deleted_registry_secret_is_a_secrets_finding(environment: Sandbox, dagbag: Any) -> None:
+    spec = environment.spec
+    objects = cluster(environment)
+    secret = objects.get("Secret", spec.astro.registry_secret_name, spec.namespace)
+    assert objects.delete("Secret", spec.astro.registry_secret_name, spec.namespace)
+    try:
+        state, failed, report = drift_run(dagbag)
+    finally:
+        # Put the same token back (the bootstrap would mint a new one; one bootstrap repair is tested above).
+        meta = secret["metadata"]
+        objects.create({"apiVersion": "v1", "kind": "Secret", "type": secret["type"], "data": secret["data"],
+                        "metadata": {key: meta[key] for key in ("name", "namespace", "labels", "annotations")}})
+
+    assert (state, failed) == ("failed", ["a_task_failed", "check_secrets"])
+    finding = only_finding(report)
+    assert finding["component"] == f"registry pull Secret {spec.namespace}/{spec.astro.registry_secret_name}"
+    assert finding["problem"] == "missing"

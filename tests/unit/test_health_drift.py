@@ -1,0 +1,285 @@
+"""The drift comparisons: live state (as the drift Dag reads it) against what the spec renders. No I/O."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from remote_agents import naming
+from remote_agents.changes import REDACTED
+from remote_agents.health import drift
+from remote_agents.health.diagnose import DRIFT
+from remote_agents.health.drift import ReleaseState, RoleState, SecretState, ServiceAccountState
+from remote_agents.render.policies import build_irsa_policies, build_role_arns
+from remote_agents.render.values import ROLE_ARN_ANNOTATION, build_values
+from remote_agents.spec import EnvironmentSpec, load_spec
+
+ENVIRONMENTS = Path(__file__).resolve().parents[2] / "include" / "environments"
+ACCOUNT = "123456789012"
+ISSUER = "https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE"
+
+
+@pytest.fixture(scope="module")
+def spec() -> EnvironmentSpec:
+    return load_spec(ENVIRONMENTS / "sandbox.yaml")
+
+
+@pytest.fixture(scope="module")
+def values(spec: EnvironmentSpec) -> dict[str, Any]:
+    return build_values(spec, role_arns=build_role_arns(spec, ACCOUNT))
+
+
+def release(spec: EnvironmentSpec, values: dict[str, Any], chart_version: str | None = None) -> ReleaseState:
+    return ReleaseState(spec.release_name, spec.namespace, chart_version or spec.chart.version, values)
+
+
+def set_env(values: dict[str, Any], name: str, value: str) -> dict[str, Any]:
+    changed = copy.deepcopy(values)
+    changed["commonEnv"] = [e for e in changed["commonEnv"] if e["name"] != name] + [{"name": name, "value": value}]
+    return changed
+
+
+# -- release -----------------------------------------------------------------------------------
+
+
+def test_release_with_the_rendered_values_and_chart_has_no_drift(spec: EnvironmentSpec, values: dict[str, Any]) -> None:
+    assert drift.compare_release(release(spec, copy.deepcopy(values)), values, spec.chart.version) == []
+
+
+def test_missing_release_is_one_not_installed_finding(spec: EnvironmentSpec, values: dict[str, Any]) -> None:
+    (finding,) = drift.compare_release(ReleaseState(spec.release_name, spec.namespace, None), values, "2.3.3")
+
+    assert (finding.check, finding.problem) == (DRIFT, "not installed")
+
+
+def test_other_chart_version_is_reported_with_both_versions(spec: EnvironmentSpec, values: dict[str, Any]) -> None:
+    (finding,) = drift.compare_release(release(spec, values, "2.2.0"), values, "2.3.3")
+
+    assert finding.problem == "chart 2.2.0 is installed, the spec says 2.3.3"
+
+
+def test_changed_env_var_is_named_by_its_variable(spec: EnvironmentSpec, values: dict[str, Any]) -> None:
+    live = set_env(values, "AIRFLOW__LOGGING__REMOTE_LOGGING", "False")
+
+    (finding,) = drift.compare_release(release(spec, live), values, spec.chart.version)
+
+    assert finding.problem == "1 value(s) differ from the rendered values"
+    assert finding.evidence == "commonEnv.AIRFLOW__LOGGING__REMOTE_LOGGING.value: 'False' -> spec 'True'"
+
+
+def test_changed_worker_replicas_is_named_by_the_worker(spec: EnvironmentSpec, values: dict[str, Any]) -> None:
+    live = copy.deepcopy(values)
+    live["workers"][1]["replicas"] = 5
+
+    assert drift.values_diff(live, values) == {"workers.heavy.replicas": {"from": 5, "to": 1}}
+
+
+@pytest.mark.parametrize("key, value", [("agentToken", "tok-abc"), ("imagePullSecretData", "e30=")])
+def test_inline_secret_values_are_redacted(spec: EnvironmentSpec, values: dict[str, Any], key: str, value: str) -> None:
+    live = {**values, key: value}
+
+    (finding,) = drift.compare_release(release(spec, live), values, spec.chart.version)
+
+    assert value not in finding.message
+    assert finding.evidence == f"{key}: {REDACTED} -> spec (unset)"
+
+
+def test_secret_looking_env_var_is_redacted(spec: EnvironmentSpec, values: dict[str, Any]) -> None:
+    live = set_env(values, "AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI")
+
+    (finding,) = drift.compare_release(release(spec, live), values, spec.chart.version)
+
+    assert "wJalrXUtnFEMI" not in finding.message and REDACTED in finding.evidence
+
+
+def test_many_differences_are_listed_up_to_a_limit(spec: EnvironmentSpec, values: dict[str, Any]) -> None:
+    live = {**values, **{f"extra{i}": i for i in range(drift.MAX_SHOWN + 3)}}
+
+    (finding,) = drift.compare_release(release(spec, live), values, spec.chart.version)
+
+    assert finding.evidence.endswith("; and 3 more")
+
+
+# -- ServiceAccounts -----------------------------------------------------------------------------
+
+
+def accounts(spec: EnvironmentSpec, arn: str | None) -> list[ServiceAccountState]:
+    return [ServiceAccountState(w.service_account, spec.namespace, True, arn)
+            for w in naming.agent_workloads(spec, include_sentinel=False)]
+
+
+def test_annotated_service_accounts_have_no_drift(spec: EnvironmentSpec) -> None:
+    role_arns = build_role_arns(spec, ACCOUNT)
+    desired = drift.desired_role_annotations(spec, role_arns)
+
+    assert drift.compare_service_accounts(accounts(spec, role_arns[None]), desired) == []
+
+
+def test_removed_role_annotation_names_the_account_and_the_expected_role(spec: EnvironmentSpec) -> None:
+    role_arns = build_role_arns(spec, ACCOUNT)
+    live = accounts(spec, role_arns[None])
+    live[0] = ServiceAccountState(live[0].name, spec.namespace, True, None)
+
+    (finding,) = drift.compare_service_accounts(live, drift.desired_role_annotations(spec, role_arns))
+
+    assert finding.component == f"ServiceAccount {spec.namespace}/{live[0].name}"
+    assert finding.problem == "the IRSA role annotation was removed"
+    assert role_arns[None] in finding.evidence and ROLE_ARN_ANNOTATION in finding.fix
+
+
+def test_other_role_on_one_account_is_one_finding(spec: EnvironmentSpec) -> None:
+    role_arns = build_role_arns(spec, ACCOUNT)
+    live = accounts(spec, role_arns[None])
+    live[-1] = ServiceAccountState(live[-1].name, spec.namespace, True, f"arn:aws:iam::{ACCOUNT}:role/admin")
+
+    (finding,) = drift.compare_service_accounts(live, drift.desired_role_annotations(spec, role_arns))
+
+    assert finding.problem == "annotated with another IAM role" and "role/admin" in finding.evidence
+
+
+def test_missing_service_account_is_reported(spec: EnvironmentSpec) -> None:
+    role_arns = build_role_arns(spec, ACCOUNT)
+    live = accounts(spec, role_arns[None])
+    live[1] = ServiceAccountState(live[1].name, spec.namespace, False)
+
+    (finding,) = drift.compare_service_accounts(live, drift.desired_role_annotations(spec, role_arns))
+
+    assert finding.problem == "missing"
+
+
+def test_per_component_roles_go_to_their_component_accounts() -> None:
+    spec = load_spec(ENVIRONMENTS / "multi-queue.yaml")
+    role_arns = build_role_arns(spec, ACCOUNT)
+
+    desired = drift.desired_role_annotations(spec, role_arns)
+
+    assert desired["agents-worker-etl"] == role_arns[naming.WORKER]
+    assert desired["agents-triggerer"] == role_arns[naming.TRIGGERER]
+
+
+def test_role_annotation_without_irsa_is_drift() -> None:
+    spec = load_spec(ENVIRONMENTS / "onprem.yaml")
+    live = accounts(spec, f"arn:aws:iam::{ACCOUNT}:role/leftover")
+
+    findings = drift.compare_service_accounts(live, drift.desired_role_annotations(spec, None))
+
+    assert {f.problem for f in findings} == {"annotated with an IAM role the spec does not give"}
+
+
+# -- IRSA roles ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def desired_roles(spec: EnvironmentSpec) -> dict[str | None, dict[str, Any]]:
+    return build_irsa_policies(spec, ISSUER, ACCOUNT)
+
+
+def live_role(desired_roles: dict[str | None, dict[str, Any]], **changes: Any) -> RoleState:
+    role = desired_roles[None]
+    fields: dict[str, Any] = {"trust_policy": role["trust_policy"],
+                              "inline_policies": {role["policy_name"]: role["permission_policy"]}, **changes}
+    return RoleState(role["role_name"], True, **fields)
+
+
+def test_role_as_iam_returns_it_reordered_and_url_encoded_has_no_drift(desired_roles: dict[str | None, dict[str, Any]]) -> None:
+    role = desired_roles[None]
+    permission = copy.deepcopy(role["permission_policy"])
+    permission["Statement"].reverse()
+    encoded = quote(json.dumps(permission))
+
+    live = live_role(desired_roles, inline_policies={role["policy_name"]: encoded})
+
+    assert drift.compare_roles([live], desired_roles) == []
+
+
+def test_narrower_permission_policy_lists_the_missing_statement(desired_roles: dict[str | None, dict[str, Any]]) -> None:
+    role = desired_roles[None]
+    narrower = {**role["permission_policy"],
+                "Statement": [s for s in role["permission_policy"]["Statement"] if s["Sid"] != "ReadSecrets"]}
+
+    (finding,) = drift.compare_roles([live_role(desired_roles, inline_policies={role["policy_name"]: narrower})],
+                                     desired_roles)
+
+    assert finding.problem == f"permission policy {naming.IRSA_POLICY_NAME} differs from the spec"
+    assert finding.evidence.startswith("missing from IAM: ReadSecrets [")
+    assert "in IAM, not in the spec" not in finding.evidence
+
+
+def test_widened_trust_shows_the_extra_and_the_missing_statement(desired_roles: dict[str | None, dict[str, Any]]) -> None:
+    trust = copy.deepcopy(desired_roles[None]["trust_policy"])
+    condition = trust["Statement"][0]["Condition"]["StringEquals"]
+    sub = next(key for key in condition if key.endswith(":sub"))
+    condition[sub] = "system:serviceaccount:astro-agents:*"
+
+    (finding,) = drift.compare_roles([live_role(desired_roles, trust_policy=trust)], desired_roles)
+
+    assert finding.problem == "trust policy differs from the spec"
+    assert "missing from IAM" in finding.evidence and "system:serviceaccount:astro-agents:*" in finding.evidence
+
+
+def test_missing_role_is_one_finding(desired_roles: dict[str | None, dict[str, Any]]) -> None:
+    (finding,) = drift.compare_roles([RoleState(desired_roles[None]["role_name"], exists=False)], desired_roles)
+
+    assert finding.problem == "missing"
+
+
+def test_missing_permission_policy_is_reported(desired_roles: dict[str | None, dict[str, Any]]) -> None:
+    (finding,) = drift.compare_roles([live_role(desired_roles, inline_policies={})], desired_roles)
+
+    assert finding.problem == f"permission policy {naming.IRSA_POLICY_NAME} is missing"
+
+
+def test_extra_inline_and_managed_policies_are_reported(desired_roles: dict[str | None, dict[str, Any]]) -> None:
+    role = desired_roles[None]
+    live = live_role(desired_roles, inline_policies={role["policy_name"]: role["permission_policy"], "debug": {}},
+                     attached_policy_arns=("arn:aws:iam::aws:policy/AdministratorAccess",))
+
+    (finding,) = drift.compare_roles([live], desired_roles)
+
+    assert finding.problem == "has policies the spec does not give"
+    assert finding.evidence == "also attached: debug, arn:aws:iam::aws:policy/AdministratorAccess"
+
+
+# -- Secrets -------------------------------------------------------------------------------------
+
+
+def secret(**changes: Any) -> SecretState:
+    fields: dict[str, Any] = {"name": "astro-registry", "namespace": "astro-agents", "purpose": "registry pull",
+                              "exists": True, "expected_keys": (".dockerconfigjson",),
+                              "present_keys": (".dockerconfigjson",), "tracks_token": True, "token_id": "tok-1",
+                              "token_live": True, **changes}
+    return SecretState(**fields)
+
+
+def test_present_secret_with_a_live_token_has_no_drift() -> None:
+    assert drift.compare_secrets([secret()]) == []
+
+
+@pytest.mark.parametrize(
+    "changes, problem",
+    [
+        ({"exists": False, "present_keys": ()}, "missing"),
+        ({"present_keys": ()}, "has no key .dockerconfigjson"),
+        ({"token_id": None, "token_live": None}, "holds a token the bootstrap did not record"),
+        ({"token_live": False}, "token tok-1 is revoked or expired in Astro"),
+        ({"token_live": None, "api_error": "HTTP 503"}, "could not ask Astro about token tok-1"),
+    ],
+)
+def test_each_secret_problem_is_one_finding(changes: dict[str, Any], problem: str) -> None:
+    (finding,) = drift.compare_secrets([secret(**changes)])
+
+    assert finding.component == "registry pull Secret astro-agents/astro-registry"
+    assert finding.problem == problem
+
+
+def test_untracked_credentials_secret_needs_only_its_keys() -> None:
+    credentials = secret(name="creds", purpose="AWS credentials", expected_keys=("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+                         present_keys=("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"), tracks_token=False,
+                         token_id=None, token_live=None)
+
+    assert drift.compare_secrets([credentials]) == []
