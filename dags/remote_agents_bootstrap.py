@@ -247,12 +247,11 @@ def build_bootstrap_dag(environment: EnvironmentFile) -> DAG:
         @task(trigger_rule=TriggerRule.ALL_DONE)
         def summary() -> str:
             """The run's account, as markdown: every resource and its action, then the next step."""
-            from remote_agents.summary import render_summary
+            from remote_agents.summary import pull_results, render_summary
 
             context = get_current_context()
             dry_run = as_bool(context["params"]["dry_run"])
-            # A list of task ids makes xcom_pull return every value, mapped tasks' included.
-            results = {task_id: context["ti"].xcom_pull(task_ids=[task_id]) or [] for task_id in summary_sources}
+            results = pull_results(context["ti"], summary_sources)
             helm_result = next(iter(results["helm_upgrade_install"]), None) or {}
             role_arns = [r["role_arn"] for r in results.get("ensure_irsa_role", []) if r and r.get("role_arn")]
             facts = {

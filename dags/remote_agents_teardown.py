@@ -129,11 +129,11 @@ def build_teardown_dag(environment: EnvironmentFile) -> DAG:
 
         @task(trigger_rule=TriggerRule.ALL_DONE)
         def summary() -> str:
-            from remote_agents.summary import render_summary
+            from remote_agents.summary import pull_results, render_summary
 
             context = get_current_context()
             dry_run = as_bool(context["params"]["dry_run"])
-            results = {task_id: context["ti"].xcom_pull(task_ids=[task_id]) or [] for task_id in sources}
+            results = pull_results(context["ti"], sources)
             title = f"{'Teardown plan (dry run)' if dry_run else 'Teardown'} of environment `{spec.name}`"
             next_step = (f"trigger again with dry run off and confirm `{spec.name}`." if dry_run
                          else "nothing of this environment is left; the spec file can be removed.")

@@ -14,6 +14,12 @@ from typing import Any
 ORDER = ("create", "created", "update", "updated", "drifted", "delete", "deleted", "unchanged", "absent")
 
 
+def pull_results(ti: Any, task_ids: Iterable[str]) -> dict[str, list[Any]]:
+    """Every XCom return value of these tasks; a list of task ids makes xcom_pull return all of a
+    mapped task's values too."""
+    return {task_id: ti.xcom_pull(task_ids=[task_id]) or [] for task_id in task_ids}
+
+
 def flatten_results(results: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """(task_id, change) for every change in every task's result, mapped results included."""
     flat = []

@@ -38,46 +38,6 @@ def report_changes(log: logging.Logger | Any, changes: Iterable[Change], **facts
     return {"changes": payload, **facts}
 
 
-class ClusterOperator(BaseOperator):
-    """Base of operators that act on the agents' Kubernetes cluster.
-
-    Give ``kubernetes_conn_id`` for an existing cluster, or ``eks_cluster_name`` (with ``aws_conn_id``
-    and ``region_name``) for EKS. With ``dry_run=True`` nothing is changed and the plan is returned.
-    """
-
-    template_fields: Sequence[str] = CLUSTER_TEMPLATE_FIELDS
-
-    def __init__(
-        self,
-        *,
-        kubernetes_conn_id: str | None = None,
-        eks_cluster_name: str | None = None,
-        aws_conn_id: str | None = "aws_default",
-        region_name: str | None = None,
-        dry_run: bool | str = False,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.kubernetes_conn_id = kubernetes_conn_id
-        self.eks_cluster_name = eks_cluster_name
-        self.aws_conn_id = aws_conn_id
-        self.region_name = region_name
-        self.dry_run = dry_run
-
-    @property
-    def is_dry_run(self) -> bool:
-        return as_bool(self.dry_run)
-
-    @property
-    def cluster_access(self) -> ClusterAccess:
-        return ClusterAccess(
-            kubernetes_conn_id=self.kubernetes_conn_id,
-            eks_cluster_name=self.eks_cluster_name,
-            aws_conn_id=self.aws_conn_id,
-            region_name=self.region_name,
-        )
-
-
 AWS_TEMPLATE_FIELDS = ("aws_conn_id", "region_name", "dry_run")
 
 
@@ -106,3 +66,29 @@ class AwsOperator(BaseOperator):
     @property
     def is_dry_run(self) -> bool:
         return as_bool(self.dry_run)
+
+
+class ClusterOperator(AwsOperator):
+    """Base of operators that act on the agents' Kubernetes cluster.
+
+    Give ``kubernetes_conn_id`` for an existing cluster, or ``eks_cluster_name`` (with ``aws_conn_id``
+    and ``region_name``) for EKS. With ``dry_run=True`` nothing is changed and the plan is returned.
+    """
+
+    template_fields: Sequence[str] = CLUSTER_TEMPLATE_FIELDS
+
+    def __init__(
+        self, *, kubernetes_conn_id: str | None = None, eks_cluster_name: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.kubernetes_conn_id = kubernetes_conn_id
+        self.eks_cluster_name = eks_cluster_name
+
+    @property
+    def cluster_access(self) -> ClusterAccess:
+        return ClusterAccess(
+            kubernetes_conn_id=self.kubernetes_conn_id,
+            eks_cluster_name=self.eks_cluster_name,
+            aws_conn_id=self.aws_conn_id,
+            region_name=self.region_name,
+        )
