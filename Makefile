@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` (the main job) and `make test`. Both set up what they need.
-.PHONY: setup demo test sandbox-up sandbox-down
+.PHONY: setup demo test bench sandbox-up sandbox-down
 
 setup:
 	@bash scripts/setup.sh
@@ -9,6 +9,10 @@ demo: setup
 
 test: setup
 	@.venv/bin/pytest -q -n 2 --dist loadfile
+
+# The figures of DESIGN.md "Performance" against the sandbox (under 10 minutes on 2 cores); see benchmarks/README.md.
+bench: setup
+	@.venv/bin/python -m benchmarks.run
 
 sandbox-up: setup
 	@.venv/bin/python -m sandbox up

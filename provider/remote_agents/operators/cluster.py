@@ -13,14 +13,19 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from remote_agents.changes import Action, Change, diff_values
 from remote_agents.errors import ClusterError, ConfigError
-from remote_agents.hooks.aws import EksClusterHook, IamHook, VpcHook, owns, tag_dict
 from remote_agents.operators.base import AWS_TEMPLATE_FIELDS, AwsOperator, as_bool, report_changes
 from remote_agents.operators.irsa import delete_role, ensure_role
 from remote_agents.triggers.cluster import DONE, FAILED, EksClusterStateTrigger, Target, cluster_progress
+
+if TYPE_CHECKING:
+    from remote_agents.hooks.aws import EksClusterHook, IamHook, VpcHook
+
+# The AWS hooks (and with them boto3 and the amazon provider, about 0.2 s) are imported where they
+# are used, not here: Dag files import this module, and each parse would pay for them.
 
 NAT_LIVE_STATES = ("pending", "available")
 
@@ -50,14 +55,20 @@ class _EksOperator(AwsOperator):
 
     @cached_property
     def eks_hook(self) -> EksClusterHook:
+        from remote_agents.hooks.aws import EksClusterHook
+
         return EksClusterHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
 
     @cached_property
     def iam_hook(self) -> IamHook:
+        from remote_agents.hooks.aws import IamHook
+
         return IamHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
 
     @cached_property
     def vpc_hook(self) -> VpcHook:
+        from remote_agents.hooks.aws import VpcHook
+
         return VpcHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
 
     def _progress(self, name: str, nodegroups: list[str], target: Target, include_cluster: bool) -> tuple[str, str]:
@@ -359,7 +370,7 @@ class VpcConvergence:
         vpc = self.first("vpcs", spec["tags"])
         if vpc is None:
             reply = self._create("create_vpc", f"VPC {name}", CidrBlock=spec["cidr_block"],
-                                 TagSpecifications=VpcHook.tag_specifications("vpc", spec["tags"]))
+                                 TagSpecifications=self.ec2.tag_specifications("vpc", spec["tags"]))
             vpc_id = reply["Vpc"]["VpcId"] if reply else None
             if vpc_id:
                 self._set_dns(vpc_id, ("EnableDnsSupport", "EnableDnsHostnames"))
@@ -382,6 +393,8 @@ class VpcConvergence:
             self.ec2.call("modify_vpc_attribute", doing=f"setting {attribute} on {vpc_id}", VpcId=vpc_id, **{attribute: {"Value": True}})
 
     def _subnets(self, vpc_id: str | None) -> dict[str, str | None]:
+        from remote_agents.hooks.aws import tag_dict
+
         existing = {tag_dict(s.get("Tags")).get("Name"): s for s in self.ec2.find("subnets", self.ownership, vpc_id=vpc_id)} if vpc_id else {}
         ids: dict[str, str | None] = {}
         for spec in self.plan["subnets"]:
@@ -389,7 +402,7 @@ class VpcConvergence:
             if subnet is None:
                 reply = self._create("create_subnet", f"subnet {spec['name']}", VpcId=vpc_id, CidrBlock=spec["cidr_block"],
                                      AvailabilityZone=spec["availability_zone"],
-                                     TagSpecifications=VpcHook.tag_specifications("subnet", spec["tags"]))
+                                     TagSpecifications=self.ec2.tag_specifications("subnet", spec["tags"]))
                 subnet = reply["Subnet"] if reply else {"MapPublicIpOnLaunch": False}
                 action = Action.CREATED
                 diff = diff_values({}, {"cidr_block": spec["cidr_block"], "availability_zone": spec["availability_zone"]})
@@ -415,7 +428,7 @@ class VpcConvergence:
         action = Action.UNCHANGED
         if gateway is None:
             reply = self._create("create_internet_gateway", f"internet gateway {tags['Name']}",
-                                 TagSpecifications=VpcHook.tag_specifications("internet-gateway", tags))
+                                 TagSpecifications=self.ec2.tag_specifications("internet-gateway", tags))
             gateway, action = (reply["InternetGateway"] if reply else {}), Action.CREATED
         gateway_id = gateway.get("InternetGatewayId")
         attached = any(a.get("VpcId") == vpc_id for a in gateway.get("Attachments", []))
@@ -432,7 +445,7 @@ class VpcConvergence:
         address = self.first("addresses", tags)
         if address is None:
             address = self._create("allocate_address", f"elastic IP {tags['Name']}", Domain="vpc",
-                                   TagSpecifications=VpcHook.tag_specifications("elastic-ip", tags)) or {}
+                                   TagSpecifications=self.ec2.tag_specifications("elastic-ip", tags)) or {}
             self._add("elastic-ip", tags["Name"], Action.CREATED)
         else:
             self._add("elastic-ip", tags["Name"], Action.UNCHANGED)
@@ -443,7 +456,7 @@ class VpcConvergence:
         # Real AWS keeps the NAT gateway "pending" for a minute or two; routes to it are accepted meanwhile.
         reply = self._create("create_nat_gateway", f"NAT gateway {tags['Name']}", SubnetId=subnets[spec["subnet"]],
                              AllocationId=address.get("AllocationId"),
-                             TagSpecifications=VpcHook.tag_specifications("natgateway", tags))
+                             TagSpecifications=self.ec2.tag_specifications("natgateway", tags))
         self._add("nat-gateway", tags["Name"], Action.CREATED, diff_values({}, {"subnet": spec["subnet"]}))
         return reply["NatGateway"]["NatGatewayId"] if reply else None
 
@@ -452,7 +465,7 @@ class VpcConvergence:
         action = Action.UNCHANGED
         if table is None:
             reply = self._create("create_route_table", f"route table {spec['name']}", VpcId=vpc_id,
-                                 TagSpecifications=VpcHook.tag_specifications("route-table", spec["tags"]))
+                                 TagSpecifications=self.ec2.tag_specifications("route-table", spec["tags"]))
             table, action = (reply["RouteTable"] if reply else {}), Action.CREATED
         table_id = table.get("RouteTableId")
         target_key = "GatewayId" if spec["default_route"] == "internet_gateway" else "NatGatewayId"
@@ -527,6 +540,8 @@ class VpcConvergence:
 
 
 def _name(resource: dict[str, Any]) -> str:
+    from remote_agents.hooks.aws import tag_dict
+
     tags = tag_dict(resource.get("Tags"))
     return tags.get("Name") or next(v for k, v in resource.items() if k.endswith("Id") and isinstance(v, str))
 
@@ -567,6 +582,8 @@ class DeleteEksClusterOperator(_EksOperator):
         self.delete_vpc = delete_vpc
 
     def execute(self, context: Any) -> dict[str, Any]:
+        from remote_agents.hooks.aws import owns
+
         if not self.tags:
             raise ConfigError(["tags: give the ownership tags; without them everything would look like ours"], source=self.task_id)
         result: dict[str, Any] = {"changes": [], "facts": {"cluster_name": self.cluster_name, "skipped": []}}
@@ -591,6 +608,8 @@ class DeleteEksClusterOperator(_EksOperator):
         return self._after_cluster(result)
 
     def _delete_nodegroups(self, result: dict[str, Any]) -> list[str]:
+        from remote_agents.hooks.aws import owns
+
         deleting = []
         for group in self.eks_hook.nodegroup_names(self.cluster_name):
             resource = f"eks:nodegroup/{self.cluster_name}/{group}"

@@ -13,18 +13,23 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from remote_agents import naming
 from remote_agents.changes import Action, Change, diff_values
 from remote_agents.errors import ConfigError
-from remote_agents.hooks.aws import EksClusterHook, IamHook, owns, tag_dict, tag_list
 from remote_agents.operators.base import AWS_TEMPLATE_FIELDS, AwsOperator, report_changes
 from remote_agents.render.policies import (
     build_web_identity_trust_policy,
     normalize_policy,
     trust_policy_problems,
 )
+
+if TYPE_CHECKING:
+    from remote_agents.hooks.aws import EksClusterHook, IamHook
+
+# The AWS hooks (and with them boto3 and the amazon provider, about 0.2 s) are imported where they
+# are used, not here: Dag files import this module, and each parse would pay for them.
 
 STS_AUDIENCE = "sts.amazonaws.com"
 # The root CA of the EKS OIDC issuers (what eksctl registers). IAM no longer checks the thumbprint
@@ -53,6 +58,8 @@ def ensure_role(
     A role that exists without any of our tags was made by someone else: it is converged as asked
     but not tagged, so teardown will leave it alone.
     """
+    from remote_agents.hooks.aws import tag_list
+
     tags = tags or {}
     resource = role_resource(role_name)
     role = iam.get_role(role_name)
@@ -94,6 +101,8 @@ def policy_diff(prefix: str, current: dict[str, Any] | str, desired: dict[str, A
 def _converge_role(
     log: Any, iam: IamHook, role: dict[str, Any], trust_policy: dict[str, Any], tags: dict[str, str], dry_run: bool
 ) -> Change:
+    from remote_agents.hooks.aws import tag_dict, tag_list
+
     name = role["RoleName"]
     diff = policy_diff("trust_policy", role["AssumeRolePolicyDocument"], trust_policy)
     if diff and not dry_run:
@@ -128,6 +137,8 @@ def _converge_inline(
 
 def delete_role(log: Any, iam: IamHook, role_name: str, tags: dict[str, str], dry_run: bool) -> Change | None:
     """Delete the role and its policies if it carries our tags; None when it was skipped as not ours."""
+    from remote_agents.hooks.aws import owns, tag_dict
+
     resource = role_resource(role_name)
     role = iam.get_role(role_name)
     if role is None:
@@ -158,10 +169,14 @@ def issuer_host(issuer: str) -> str:
 class _IamOperator(AwsOperator):
     @cached_property
     def iam_hook(self) -> IamHook:
+        from remote_agents.hooks.aws import IamHook
+
         return IamHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
 
     @cached_property
     def eks_hook(self) -> EksClusterHook:
+        from remote_agents.hooks.aws import EksClusterHook
+
         return EksClusterHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
 
     def _cluster_issuer(self, cluster_name: str | None) -> str | None:
@@ -219,6 +234,8 @@ class EnsureOidcProviderOperator(_IamOperator):
         return report_changes(self.log, [change], oidc_provider_arn=arn, oidc_issuer=issuer)
 
     def _ensure(self, issuer: str) -> tuple[Change, str | None]:
+        from remote_agents.hooks.aws import tag_list
+
         host = issuer_host(issuer)
         resource = f"iam:oidc-provider/{host}"
         provider = self.iam_hook.find_oidc_provider(host)
@@ -373,6 +390,8 @@ class DeleteOidcProviderOperator(_IamOperator):
         self.eks_cluster_name = eks_cluster_name
 
     def execute(self, context: Any) -> dict[str, Any]:
+        from remote_agents.hooks.aws import owns, tag_dict
+
         if not self.tags:
             raise ConfigError(["tags: give the ownership tags; without them every provider would look like ours"], source=self.task_id)
         issuer = self.oidc_issuer or self._cluster_issuer(self.eks_cluster_name)

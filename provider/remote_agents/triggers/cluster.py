@@ -10,11 +10,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from botocore.exceptions import ClientError
-
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from remote_agents.hooks.aws import NOT_FOUND_CODES, EksClusterHook, aws_error
+# botocore and the AWS hooks are imported in run(): the operators that defer to this trigger are
+# imported by Dag files, which should not pay for boto3 and the amazon provider at every parse.
 
 Target = Literal["active", "deleted"]
 DONE, WAITING, FAILED = "done", "waiting", "failed"
@@ -107,6 +106,10 @@ class EksClusterStateTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        from botocore.exceptions import ClientError
+
+        from remote_agents.hooks.aws import EksClusterHook, aws_error
+
         hook = EksClusterHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
         message = ""
         try:
@@ -138,6 +141,10 @@ class EksClusterStateTrigger(BaseTrigger):
 
 
 async def _describe(client: Any, operation: str, key: str, **kwargs: Any) -> dict[str, Any] | None:
+    from botocore.exceptions import ClientError
+
+    from remote_agents.hooks.aws import NOT_FOUND_CODES
+
     try:
         reply = await getattr(client, operation)(**kwargs)
     except ClientError as error:

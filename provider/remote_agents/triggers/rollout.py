@@ -17,15 +17,19 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
-from kubernetes.client import AppsV1Api, CoreV1Api
-from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from remote_agents.errors import RemoteAgentsError
 from remote_agents.hooks.cluster import ClusterAccess, kubernetes_hook
+
+if TYPE_CHECKING:
+    from kubernetes.client import AppsV1Api, CoreV1Api
+
+# The kubernetes client is imported in run() and the poller, not here: the operators that defer to
+# this trigger are imported by Dag files, which should not pay for the client at every parse.
 
 # EKS tokens live 15 minutes; rebuild the client well before that.
 CLIENT_MAX_AGE_SECONDS = 600
@@ -135,6 +139,8 @@ class RolloutTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        from kubernetes.client.exceptions import ApiException
+
         poller = _Poller(ClusterAccess(**self.access), self.namespace)
         pending = list(self.deployments)
         last_error = ""
@@ -196,6 +202,8 @@ class _Poller:
         return self._apps, self._core
 
     def _deployment(self, name: str) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
         apps, _ = self._clients()
         try:
             response = apps.read_namespaced_deployment(name, self.namespace, _preload_content=False)
