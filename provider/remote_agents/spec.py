@@ -138,7 +138,7 @@ def _duplicates(items: list[Any], field: str, listed_as: str | None, fix: str) -
 class SpecModel(BaseModel):
     """Base of every spec part: unknown keys are errors and parts are immutable once validated."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -163,21 +163,15 @@ class AstroSpec(SpecModel):
 
     connection_id: Annotated[ConnId, Field(description="Airflow Connection of type `astro`: host = API URL, password = API token, extra.organization_id")] = "astro_default"
     organization_id: Annotated[str, Field(min_length=1, description="the Astro organization id")]
-    workspace_id: str | None = None
-    """Astro workspace id (optional; shown in the agents' environment)."""
+    workspace_id: Annotated[str | None, Field(description="Astro workspace id (optional; shown in the agents' environment).")] = None
     deployment_id: Annotated[str, Field(min_length=1, description="the Remote Execution Deployment id")]
     deployment_api_url: Annotated[str, Field(description="`astroDeploymentAPIURL`: https://<clusterId>.external.astronomer.run/<deploymentShortId>")]
     deployment_connection_id: Annotated[ConnId, Field(description="Connection to the Deployment's Airflow REST API (health checks)")] = "astro_deployment"
-    agent_image: str = DEFAULT_AGENT_IMAGE
-    """Agent image, pinned; its Runtime must not be newer than the Deployment's."""
-    registry: str = "images.astronomer.cloud"
-    """Registry of the agent image; the pull Secret is made for it (user `cli`)."""
-    agent_token_secret_name: str = "astro-agent-token"
-    """Kubernetes Secret holding the agent token (key `token`); chart `agentTokenSecretName`."""
-    registry_secret_name: str = "astro-registry"
-    """Kubernetes `dockerconfigjson` Secret for the registry; chart `imagePullSecretName`."""
-    agent_token_expiry_days: Annotated[int, Field(ge=1, le=3650)] = 365
-    """Lifetime of agent and Deployment API tokens the bootstrap creates."""
+    agent_image: Annotated[str, Field(description="Agent image, pinned; its Runtime must not be newer than the Deployment's.")] = DEFAULT_AGENT_IMAGE
+    registry: Annotated[str, Field(description="Registry of the agent image; the pull Secret is made for it (user `cli`).")] = "images.astronomer.cloud"
+    agent_token_secret_name: Annotated[str, Field(description="Kubernetes Secret holding the agent token (key `token`); chart `agentTokenSecretName`.")] = "astro-agent-token"
+    registry_secret_name: Annotated[str, Field(description="Kubernetes `dockerconfigjson` Secret for the registry; chart `imagePullSecretName`.")] = "astro-registry"
+    agent_token_expiry_days: Annotated[int, Field(description="Lifetime of agent and Deployment API tokens the bootstrap creates.", ge=1, le=3650)] = 365
 
     @field_validator("deployment_api_url")
     @classmethod
@@ -210,19 +204,13 @@ class AstroSpec(SpecModel):
 class ChartSpec(SpecModel):
     """Which agent Helm chart to install."""
 
-    repo_url: str = "https://helm.astronomer.io"
-    """Helm repository of the agent chart."""
-    name: str = "astro-remote-execution-agent"
-    """Chart name in that repository."""
-    version: str = "2.3.3"
-    """Pinned chart version; decides version-dependent values (openLineage >= 2.2, stateStoreBackend >= 2.3)."""
+    repo_url: Annotated[str, Field(description="Helm repository of the agent chart.")] = "https://helm.astronomer.io"
+    name: Annotated[str, Field(description="Chart name in that repository.")] = "astro-remote-execution-agent"
+    version: Annotated[str, Field(description="Pinned chart version; decides version-dependent values (openLineage >= 2.2, stateStoreBackend >= 2.3).")] = "2.3.3"
     path: Annotated[str | None, Field(description="A local chart directory (relative to the repository root) used instead of the repo")] = None
-    open_lineage: bool = False
-    """Send lineage to Astro (chart >= 2.2)."""
-    sentinel: bool = True
-    """Run the Sentinel agent monitor (chart >= 1.2)."""
-    rollout_timeout_seconds: Annotated[int, Field(ge=30)] = 600
-    """How long an install or upgrade may take to become ready before it is rolled back."""
+    open_lineage: Annotated[bool, Field(description="Send lineage to Astro (chart >= 2.2).")] = False
+    sentinel: Annotated[bool, Field(description="Run the Sentinel agent monitor (chart >= 1.2).")] = True
+    rollout_timeout_seconds: Annotated[int, Field(description="How long an install or upgrade may take to become ready before it is rolled back.", ge=30)] = 600
 
     @field_validator("version")
     @classmethod
@@ -242,18 +230,12 @@ class ChartSpec(SpecModel):
 
 
 class NodeGroupSpec(SpecModel):
-    name: str = "workers"
-    """Managed node group name."""
-    instance_types: Annotated[list[str], Field(min_length=1)] = ["m5.xlarge"]
-    """EC2 instance types; m5.xlarge fits three 1-CPU agents plus overhead."""
-    min_size: Annotated[int, Field(ge=0)] = 0
-    """Smallest number of nodes."""
-    max_size: Annotated[int, Field(ge=1)] = 4
-    """Largest number of nodes."""
-    desired_size: Annotated[int, Field(ge=0)] = 2
-    """Nodes to start with."""
-    disk_size_gib: Annotated[int, Field(ge=20)] = 50
-    """Root volume size per node."""
+    name: Annotated[str, Field(description="Managed node group name.")] = "workers"
+    instance_types: Annotated[list[str], Field(description="EC2 instance types; m5.xlarge fits three 1-CPU agents plus overhead.", min_length=1)] = ["m5.xlarge"]
+    min_size: Annotated[int, Field(description="Smallest number of nodes.", ge=0)] = 0
+    max_size: Annotated[int, Field(description="Largest number of nodes.", ge=1)] = 4
+    desired_size: Annotated[int, Field(description="Nodes to start with.", ge=0)] = 2
+    disk_size_gib: Annotated[int, Field(description="Root volume size per node.", ge=20)] = 50
 
     @field_validator("name")
     @classmethod
@@ -274,20 +256,14 @@ class NodeGroupSpec(SpecModel):
 class EksClusterSpec(SpecModel):
     """An EKS cluster that the bootstrap creates, or adopts when it already exists and matches."""
 
-    kind: Literal["eks"]
-    """`eks`: the bootstrap creates the cluster, or adopts a matching one."""
+    kind: Annotated[Literal["eks"], Field(description="`eks`: the bootstrap creates the cluster, or adopts a matching one.")]
     name: Annotated[str, Field(description="EKS cluster name")]
-    region: AwsRegion
-    """AWS region of the cluster."""
-    kubernetes_version: str = "1.33"
-    """Kubernetes 'MAJOR.MINOR', at least 1.30; drift is reported, never applied."""
-    node_groups: Annotated[list[NodeGroupSpec], Field(min_length=1)] = [NodeGroupSpec()]
-    """Managed node groups."""
+    region: Annotated[AwsRegion, Field(description="AWS region of the cluster.")]
+    kubernetes_version: Annotated[str, Field(description="Kubernetes 'MAJOR.MINOR', at least 1.30; drift is reported, never applied.")] = "1.33"
+    node_groups: Annotated[list[NodeGroupSpec], Field(description="Managed node groups.", min_length=1)] = [NodeGroupSpec()]
     subnet_ids: Annotated[list[str], Field(description="Existing subnets; empty = create a VPC with public and private subnets in two AZs")] = []
-    cluster_role_arn: str | None = None
-    """Existing EKS cluster role; empty = the bootstrap creates one."""
-    node_role_arn: str | None = None
-    """Existing node role; empty = the bootstrap creates one."""
+    cluster_role_arn: Annotated[str | None, Field(description="Existing EKS cluster role; empty = the bootstrap creates one.")] = None
+    node_role_arn: Annotated[str | None, Field(description="Existing node role; empty = the bootstrap creates one.")] = None
 
     @field_validator("name")
     @classmethod
@@ -325,10 +301,8 @@ class EksClusterSpec(SpecModel):
 class ExistingClusterSpec(SpecModel):
     """A cluster that already exists (on-prem or elsewhere), reached through a Kubernetes Connection."""
 
-    kind: Literal["existing"]
-    """`existing`: an existing (e.g. on-prem) cluster."""
-    kubernetes_conn_id: ConnId = "kubernetes_default"
-    """Airflow Kubernetes Connection to the cluster (kube_config_path or kube_config)."""
+    kind: Annotated[Literal["existing"], Field(description="`existing`: an existing (e.g. on-prem) cluster.")]
+    kubernetes_conn_id: Annotated[ConnId, Field(description="Airflow Kubernetes Connection to the cluster (kube_config_path or kube_config).")] = "kubernetes_default"
 
 
 ClusterSpec = Annotated[EksClusterSpec | ExistingClusterSpec, Field(discriminator="kind")]
@@ -337,12 +311,9 @@ ClusterSpec = Annotated[EksClusterSpec | ExistingClusterSpec, Field(discriminato
 class ResourcesSpec(SpecModel):
     """Requests = limits for a worker container, as in the chart's defaults."""
 
-    cpu: str = "1"
-    """CPU request and limit."""
-    memory: str = "2Gi"
-    """Memory request and limit."""
-    ephemeral_storage: str = "1Gi"
-    """Ephemeral storage request and limit."""
+    cpu: Annotated[str, Field(description="CPU request and limit.")] = "1"
+    memory: Annotated[str, Field(description="Memory request and limit.")] = "2Gi"
+    ephemeral_storage: Annotated[str, Field(description="Ephemeral storage request and limit.")] = "1Gi"
 
     @field_validator("cpu", "memory", "ephemeral_storage", mode="before")
     @classmethod
@@ -356,16 +327,11 @@ class ResourcesSpec(SpecModel):
 class WorkerSpec(SpecModel):
     """One worker agent Deployment, consuming exactly one queue."""
 
-    name: str = "default-worker"
-    """Worker name; its Deployment and ServiceAccount are `<prefix>-worker-<name>`."""
-    queue: str = "default"
-    """The one queue this worker consumes; route tasks with `queue=`."""
-    replicas: Annotated[int, Field(ge=1)] = 1
-    """Worker Pods."""
-    sync_slots: Annotated[int, Field(ge=1)] = 20
-    """Concurrent tasks per Pod."""
-    resources: ResourcesSpec = ResourcesSpec()
-    """Requests = limits per worker container."""
+    name: Annotated[str, Field(description="Worker name; its Deployment and ServiceAccount are `<prefix>-worker-<name>`.")] = "default-worker"
+    queue: Annotated[str, Field(description="The one queue this worker consumes; route tasks with `queue=`.")] = "default"
+    replicas: Annotated[int, Field(description="Worker Pods.", ge=1)] = 1
+    sync_slots: Annotated[int, Field(description="Concurrent tasks per Pod.", ge=1)] = 20
+    resources: Annotated[ResourcesSpec, Field(description="Requests = limits per worker container.")] = ResourcesSpec()
     pip_packages: Annotated[list[str], Field(description="Extra packages pip-installed at Pod start into a shared volume, pinned with '=='")] = []
 
     @model_validator(mode="before")
@@ -425,14 +391,10 @@ class DagBundleSpec(SpecModel):
 
     name: Annotated[str, Field(description="Dag bundle name, unique in the spec")]
     repo_url: Annotated[str, Field(description="https (or git@) URL of the Dag repository, without credentials")]
-    branch: str = "main"
-    """Branch (tracking ref) to follow."""
-    git_conn_id: ConnId = "git_default"
-    """Airflow git Connection holding the credentials, read by the agents from the secrets backend."""
-    subdir: str = "dags"
-    """Folder of the repository holding the Dags."""
-    refresh_interval: Annotated[int, Field(ge=1)] = 60
-    """Seconds between fetches."""
+    branch: Annotated[str, Field(description="Branch (tracking ref) to follow.")] = "main"
+    git_conn_id: Annotated[ConnId, Field(description="Airflow git Connection holding the credentials, read by the agents from the secrets backend.")] = "git_default"
+    subdir: Annotated[str, Field(description="Folder of the repository holding the Dags.")] = "dags"
+    refresh_interval: Annotated[int, Field(description="Seconds between fetches.", ge=1)] = 60
 
     @field_validator("repo_url")
     @classmethod
@@ -450,13 +412,10 @@ class DagBundleSpec(SpecModel):
 
 
 class XComBackendSpec(SpecModel):
-    bucket: BucketName
-    """S3 bucket for XCom objects (the customer's; not created by the bootstrap)."""
-    prefix: Prefix = "xcom"
-    """Key prefix, no leading or trailing '/'."""
+    bucket: Annotated[BucketName, Field(description="S3 bucket for XCom objects (the customer's; not created by the bootstrap).")]
+    prefix: Annotated[Prefix, Field(description="Key prefix, no leading or trailing '/'.")] = "xcom"
     threshold_bytes: Annotated[int, Field(description="XComs larger than this go to S3; 0 = always")] = 0
-    compression: Literal["zip", "gzip", "snappy", "bz2", "lzma"] | None = None
-    """Compression of XCom objects."""
+    compression: Annotated[Literal["zip", "gzip", "snappy", "bz2", "lzma"] | None, Field(description="Compression of XCom objects.")] = None
 
     @field_validator("threshold_bytes")
     @classmethod
@@ -471,46 +430,36 @@ class XComBackendSpec(SpecModel):
 
 
 class SecretsBackendSpec(SpecModel):
-    connections_prefix: Prefix = "airflow/connections"
-    """Secrets Manager prefix of Airflow Connections."""
-    variables_prefix: Prefix = "airflow/variables"
-    """Secrets Manager prefix of Airflow Variables."""
+    connections_prefix: Annotated[Prefix, Field(description="Secrets Manager prefix of Airflow Connections.")] = "airflow/connections"
+    variables_prefix: Annotated[Prefix, Field(description="Secrets Manager prefix of Airflow Variables.")] = "airflow/variables"
 
 
 class LogsBackendSpec(SpecModel):
-    bucket: BucketName
-    """S3 bucket for task logs."""
-    prefix: Prefix = "logs"
-    """Key prefix of task logs."""
+    bucket: Annotated[BucketName, Field(description="S3 bucket for task logs.")]
+    prefix: Annotated[Prefix, Field(description="Key prefix of task logs.")] = "logs"
 
 
 class StateStoreSpec(SpecModel):
     """Airflow 3.3 task state store (chart >= 2.3.0); kept under the XCom bucket."""
 
-    prefix: Prefix = "state"
-    """Key prefix in the XCom bucket."""
+    prefix: Annotated[Prefix, Field(description="Key prefix in the XCom bucket.")] = "state"
 
 
 class BackendsSpec(SpecModel):
     """Where agents keep XCom, read secrets and ship task logs (all AWS here)."""
 
-    aws_region: AwsRegion
-    """Region of the buckets and secrets."""
+    aws_region: Annotated[AwsRegion, Field(description="Region of the buckets and secrets.")]
     xcom: Annotated[XComBackendSpec, Field(description="XCom object storage: bucket, prefix, threshold")]
-    secrets: SecretsBackendSpec = SecretsBackendSpec()
-    """AWS Secrets Manager backend prefixes."""
+    secrets: Annotated[SecretsBackendSpec, Field(description="AWS Secrets Manager backend prefixes.")] = SecretsBackendSpec()
     logs: Annotated[LogsBackendSpec, Field(description="task log bucket and prefix")]
-    state_store: StateStoreSpec | None = None
-    """Task state store (chart >= 2.3); defaults on from chart 2.3."""
+    state_store: Annotated[StateStoreSpec | None, Field(description="Task state store (chart >= 2.3); defaults on from chart 2.3.")] = None
 
 
 class IrsaIdentitySpec(SpecModel):
     """IAM roles for service accounts: the agents' ServiceAccounts assume a role through EKS OIDC."""
 
-    mode: Literal["irsa"]
-    """`irsa`: the agents' ServiceAccounts assume an IAM role through the cluster's OIDC provider."""
-    role_name: str | None = None
-    """IAM role name; default `<name>-remote-agents`."""
+    mode: Annotated[Literal["irsa"], Field(description="`irsa`: the agents' ServiceAccounts assume an IAM role through the cluster's OIDC provider.")]
+    role_name: Annotated[str | None, Field(description="IAM role name; default `<name>-remote-agents`.")] = None
     per_component: Annotated[bool, Field(description="One role per component (workers, Dag processor, triggerer) instead of one for all")] = False
 
     @field_validator("role_name")
@@ -526,12 +475,9 @@ class IrsaIdentitySpec(SpecModel):
 class StaticCredentialsIdentitySpec(SpecModel):
     """On-prem: AWS keys from an Airflow Connection are copied into a Kubernetes Secret for the agents."""
 
-    mode: Literal["static-credentials"]
-    """`static-credentials`: AWS keys from a Connection, copied into a Kubernetes Secret."""
-    aws_conn_id: ConnId = "agents_aws"
-    """Airflow AWS Connection whose keys the agents use."""
-    secret_name: str = "astro-agent-aws-credentials"
-    """Kubernetes Secret the keys are copied into."""
+    mode: Annotated[Literal["static-credentials"], Field(description="`static-credentials`: AWS keys from a Connection, copied into a Kubernetes Secret.")]
+    aws_conn_id: Annotated[ConnId, Field(description="Airflow AWS Connection whose keys the agents use.")] = "agents_aws"
+    secret_name: Annotated[str, Field(description="Kubernetes Secret the keys are copied into.")] = "astro-agent-aws-credentials"
 
     @field_validator("secret_name")
     @classmethod
@@ -543,10 +489,8 @@ IdentitySpec = Annotated[IrsaIdentitySpec | StaticCredentialsIdentitySpec, Field
 
 
 class NotifierSpec(SpecModel):
-    kind: Literal["none", "slack", "webhook"] = "none"
-    """Where health-check failures go."""
-    connection_id: ConnId | None = None
-    """Connection holding the Slack or webhook URL."""
+    kind: Annotated[Literal["none", "slack", "webhook"], Field(description="Where health-check failures go.")] = "none"
+    connection_id: Annotated[ConnId | None, Field(description="Connection holding the Slack or webhook URL.")] = None
 
     @model_validator(mode="after")
     def _needs_connection(self) -> NotifierSpec:
@@ -559,14 +503,10 @@ class NotifierSpec(SpecModel):
 
 
 class HealthSpec(SpecModel):
-    schedule: str = "*/30 * * * *"
-    """Cron schedule of the health Dag (also runs after each bootstrap)."""
-    drift_schedule: str = "@daily"
-    """Schedule of the drift check (live state vs the spec)."""
-    selftest_timeout_seconds: Annotated[int, Field(ge=30)] = 300
-    """How long the self-test may take before queues are reported as not consumed."""
-    notifier: NotifierSpec = NotifierSpec()
-    """Failure and recovery notifications."""
+    schedule: Annotated[str, Field(description="Cron schedule of the health Dag (also runs after each bootstrap).")] = "*/30 * * * *"
+    drift_schedule: Annotated[str, Field(description="Schedule of the drift check (live state vs the spec).")] = "@daily"
+    selftest_timeout_seconds: Annotated[int, Field(description="How long the self-test may take before queues are reported as not consumed.", ge=30)] = 300
+    notifier: Annotated[NotifierSpec, Field(description="Failure and recovery notifications.")] = NotifierSpec()
 
     @field_validator("schedule", "drift_schedule")
     @classmethod
@@ -582,28 +522,18 @@ class EnvironmentSpec(SpecModel):
     name: Annotated[str, Field(description="environment name, a DNS label used in dag_ids and resource names")]
     aws_conn_id: Annotated[ConnId, Field(description="Management-side AWS Connection (EKS, IAM, S3, Secrets Manager)")] = "aws_default"
     astro: Annotated[AstroSpec, Field(description="the Astro organization and Remote Execution Deployment")]
-    chart: ChartSpec = ChartSpec()
-    """The agent Helm chart."""
+    chart: Annotated[ChartSpec, Field(description="The agent Helm chart.")] = ChartSpec()
     cluster: Annotated[ClusterSpec, Field(description="kind: eks (created) or kind: existing (a Kubernetes Connection)")]
-    namespace: str = "astro-agents"
-    """Kubernetes namespace of the agents."""
-    release_name: str = "astro-agent"
-    """Helm release name."""
-    resource_name_prefix: str = "astro-agent"
-    """Chart `resourceNamePrefix`: prefix of every object the chart creates."""
-    workers: Annotated[list[WorkerSpec], Field(min_length=1)] = [WorkerSpec()]
-    """Worker agents, one per queue."""
-    dag_bundles: list[DagBundleSpec] = []
-    """Git Dag bundles the agents read; empty = the image's dags folder."""
+    namespace: Annotated[str, Field(description="Kubernetes namespace of the agents.")] = "astro-agents"
+    release_name: Annotated[str, Field(description="Helm release name.")] = "astro-agent"
+    resource_name_prefix: Annotated[str, Field(description="Chart `resourceNamePrefix`: prefix of every object the chart creates.")] = "astro-agent"
+    workers: Annotated[list[WorkerSpec], Field(description="Worker agents, one per queue.", min_length=1)] = [WorkerSpec()]
+    dag_bundles: Annotated[list[DagBundleSpec], Field(description="Git Dag bundles the agents read; empty = the image's dags folder.")] = []
     backends: Annotated[BackendsSpec, Field(description="aws_region, xcom and logs buckets, secrets prefixes")]
-    identity: IdentitySpec = IrsaIdentitySpec(mode="irsa")
-    """How the agents get AWS credentials."""
-    labels: dict[str, str] = {}
-    """Labels on every object the chart creates."""
-    annotations: dict[str, str] = {}
-    """Annotations on every object the chart creates."""
-    health: HealthSpec = HealthSpec()
-    """Health-check schedule and notifications."""
+    identity: Annotated[IdentitySpec, Field(description="How the agents get AWS credentials.")] = IrsaIdentitySpec(mode="irsa")
+    labels: Annotated[dict[str, str], Field(description="Labels on every object the chart creates.")] = {}
+    annotations: Annotated[dict[str, str], Field(description="Annotations on every object the chart creates.")] = {}
+    health: Annotated[HealthSpec, Field(description="Health-check schedule and notifications.")] = HealthSpec()
 
     @field_validator("name")
     @classmethod
@@ -713,7 +643,7 @@ class EnvironmentSpec(SpecModel):
         return self.identity if isinstance(self.identity, IrsaIdentitySpec) else None
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """YAML keeps only the last of two equal keys without a word; a spec refuses them instead."""
 
 
