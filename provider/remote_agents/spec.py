@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from croniter import croniter
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 from pydantic import (
     AfterValidator,
@@ -369,6 +368,9 @@ class WorkerSpec(SpecModel):
     @field_validator("pip_packages")
     @classmethod
     def _pinned_packages(cls, value: list[str]) -> list[str]:
+        # Imported here: only specs with pip packages pay for the requirement parser at Dag parse time.
+        from packaging.requirements import InvalidRequirement, Requirement
+
         problems: list[tuple[str, str]] = []
         for index, item in enumerate(value):
             try:

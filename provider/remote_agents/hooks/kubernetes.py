@@ -16,7 +16,6 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import tenacity
-from urllib3.exceptions import HTTPError
 
 from remote_agents.errors import ClusterError
 from remote_agents.hooks.cluster import ClusterAccess, kubernetes_hook
@@ -127,6 +126,7 @@ class ClusterObjects:
 
     def _call(self, verb: str, kind: str, name: str, namespace: str | None, **kwargs: Any) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
 
         api = KINDS[kind]
         method: Callable[..., Any] = getattr(self._clients[api.group], f"{verb}_{api.method_suffix}")

@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
-from urllib3.exceptions import HTTPError
 
 from remote_agents.errors import RemoteAgentsError
 from remote_agents.hooks.cluster import ClusterAccess, kubernetes_hook
@@ -140,6 +139,7 @@ class RolloutTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
 
         poller = _Poller(ClusterAccess(**self.access), self.namespace)
         pending = list(self.deployments)
