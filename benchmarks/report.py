@@ -66,8 +66,20 @@ def table(results: dict[str, Any]) -> str:
         met = verdict(figure["ms"]["median"], TARGETS["parse_ms_at_10"]) if figure["specs"] == 10 else ""
         rows.append((label, detail, target, met))
     health = results.get("health") or {}
-    if health:
-        rows.append(("5 health check", health.get("not_measured") or json.dumps(health), "", ""))
+    if "error" in health or "not_measured" in health:
+        rows.append(("5 health check", health.get("not_measured") or f"failed: {health['error']}", "", ""))
+    elif health:
+        sched = health["schedule"]
+        rows += [
+            ("5 healthy health run, end to end", fmt(health["run_wall"], " s", 1), "", ""),
+            ("5 failing health run, end to end", fmt(health["failing_run_wall"], " s", 1), "", ""),
+            (f"5 schedule compressed: {sched['interval']:g} s for 30 min", f"x{sched['compression']:.0f}", "", ""),
+            ("5 fault -> incident notified", fmt(health["detection_latency"], " s", 1), "", ""),
+            ("5   of which wait for the tick", fmt(health["wait_for_tick"], " s", 1), "", ""),
+            ("5   of which the failing run", fmt(health["notify_after_tick"], " s", 1), "", ""),
+            ("5 same at the spec's 30 min schedule", fmt(_minutes(health["detection_latency_at_spec_schedule"]), " min", 1),
+             "", ""),
+        ]
     setup = results.get("setup") or {}
     if "error" in setup:
         rows.append(("6 set-up", f"failed: {setup['error']}", "", ""))
@@ -82,6 +94,11 @@ def table(results: dict[str, Any]) -> str:
                  f"Python {m.get('python')}, Airflow {m.get('airflow')}, commit {m.get('commit')}; "
                  f"load average {m.get('load_average_at_start')} at start, {m.get('load_average_at_end')} at end")
     return "\n".join(lines)
+
+
+def _minutes(figure: dict[str, Any]) -> dict[str, Any]:
+    return {key: ([v / 60 for v in value] if key == "runs" else None if value is None else value / 60)
+            for key, value in figure.items()}
 
 
 def _counts(by_system: dict[str, dict[str, Any]]) -> str:

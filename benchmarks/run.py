@@ -35,6 +35,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rollout", type=float, default=8.0, help="simulated rollout readiness seconds")
     parser.add_argument("--astro", type=float, default=1.0, help="simulated latency per Astro API call (seconds)")
     parser.add_argument("--poll", type=float, default=1.0, help="operators' poll interval, scaled with the waits")
+    parser.add_argument("--health-runs", type=int, default=None,
+                        help="healthy runs and injected faults of the health section (default: --runs)")
+    parser.add_argument("--health-interval", type=float, default=10.0,
+                        help="compressed health schedule: one run every N seconds for the spec's 30 minutes (default 10)")
     parser.add_argument("--skip", action="append", default=[], choices=["parse", "bootstrap", "setup", "health"],
                         help="leave a section out (repeatable)")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
@@ -50,17 +54,23 @@ def main(argv: list[str] | None = None) -> int:
     log = args.output.with_suffix(".log")
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("")
-    results: dict[str, Any] = {"machine": machine(), "settings": vars(args) | {"output": str(args.output)}}
+    # Paths relative to the repository: results files are committed and compared between machines.
+    output = args.output.resolve().relative_to(ROOT) if args.output.resolve().is_relative_to(ROOT) else args.output
+    results: dict[str, Any] = {"machine": machine(), "settings": vars(args) | {"output": str(output)}}
+    shared = SandboxAirflow(work, args)
     try:
         if "parse" not in args.skip:
             results["parse"] = section("Dag parsing", lambda: measure_parsing(work, args.runs), log)
         if "bootstrap" not in args.skip:
-            results["bootstrap"] = section("bootstrap", lambda: measure_bootstrap(work, args), log)
+            results["bootstrap"] = section("bootstrap", lambda: measure_bootstrap(shared, args), log)
         if "health" not in args.skip:
-            results["health"] = measure_health()
+            results["health"] = section("health check", lambda: measure_health(shared, args), log)
+        with captured_output(log):
+            shared.stop()  # before set-up, which must not share the machine with the sandbox's servers
         if "setup" not in args.skip:
             results["setup"] = section("set-up", lambda: measure_setup(max(1, args.runs - 2)), log)
     finally:
+        shared.stop()
         shutil.rmtree(work, ignore_errors=True)
     results["seconds"] = time.monotonic() - started
     results["machine"]["load_average_at_end"] = [round(x, 1) for x in os.getloadavg()]
@@ -132,34 +142,57 @@ def measure_parsing(work: Path, runs: int) -> dict[str, Any]:
     return figures
 
 
-def measure_bootstrap(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+class SandboxAirflow:
+    """One throw-away Airflow (home, api-server, triggerer) and one sandbox, started on first use and
+    shared by the bootstrap and health sections: Airflow reads its settings once per process."""
+
+    def __init__(self, work: Path, args: argparse.Namespace) -> None:
+        self.work = work
+        self.args = args
+        self.sandbox: Any = None
+        self.services: Any = None
+        self.dags = work / "dags"
+
+    def start(self) -> SandboxAirflow:
+        if self.sandbox is not None:
+            return self
+        from benchmarks.airflow_env import AirflowServices, airflow_environment, free_port, prepare_home
+
+        work = self.work
+        environments = work / "environments"
+        environments.mkdir()
+        shutil.copy(ROOT / "include" / "environments" / "sandbox.yaml", environments)
+        dag_folder(self.dags)
+        port = free_port()
+        env = airflow_environment(work / "airflow", self.dags, port)
+        env.update(REMOTE_AGENTS_ENVIRONMENTS=str(environments), REMOTE_AGENTS_BENCH_POLL_INTERVAL=str(self.args.poll))
+        os.environ.update(env)  # before anything imports Airflow in this process
+        prepare_home(work / "airflow")
+
+        from remote_agents.spec import load_spec
+        from sandbox.environment import DEFAULT_SPEC, Sandbox
+
+        self.sandbox = Sandbox(work / "sandbox", load_spec(DEFAULT_SPEC)).start()
+        os.environ.update(self.sandbox.env())
+        os.environ["BENCH_STOCK_ROLE_ARN"] = f"arn:aws:iam::{self.sandbox.aws.account_id}:role/benchmark-stock-eks"
+        os.environ["BENCH_STOCK_REGION"] = self.sandbox.spec.backends.aws_region
+        self.services = AirflowServices(work / "airflow", dict(os.environ), port)
+        self.services.start()
+        return self
+
+    def stop(self) -> None:
+        if self.services is not None:
+            self.services.stop()
+            self.services = None
+        if self.sandbox is not None:
+            self.sandbox.stop()
+            self.sandbox = None
+
+
+def measure_bootstrap(shared: SandboxAirflow, args: argparse.Namespace) -> dict[str, Any]:
     """Critical path, worker-slot share, converged re-run and the tutorial and stock baselines, on one sandbox."""
-    from benchmarks.airflow_env import AirflowServices, airflow_environment, free_port, prepare_home
-
-    environments = work / "environments"
-    environments.mkdir()
-    shutil.copy(ROOT / "include" / "environments" / "sandbox.yaml", environments)
-    dags = dag_folder(work / "dags")
-    port = free_port()
-    env = airflow_environment(work / "airflow", dags, port)
-    env.update(REMOTE_AGENTS_ENVIRONMENTS=str(environments), REMOTE_AGENTS_BENCH_POLL_INTERVAL=str(args.poll))
-    os.environ.update(env)  # before anything imports Airflow in this process
-    prepare_home(work / "airflow")
-
-    from remote_agents.spec import load_spec
-    from sandbox.environment import DEFAULT_SPEC, Sandbox
-
-    sandbox = Sandbox(work / "sandbox", load_spec(DEFAULT_SPEC)).start()
-    os.environ.update(sandbox.env())
-    os.environ["BENCH_STOCK_ROLE_ARN"] = f"arn:aws:iam::{sandbox.aws.account_id}:role/benchmark-stock-eks"
-    os.environ["BENCH_STOCK_REGION"] = sandbox.spec.backends.aws_region
-    services = AirflowServices(work / "airflow", dict(os.environ), port)
-    try:
-        services.start()
-        return bootstrap_runs(sandbox, dags, args)
-    finally:
-        services.stop()
-        sandbox.stop()
+    shared.start()
+    return bootstrap_runs(shared.sandbox, shared.dags, args)
 
 
 def dag_folder(target: Path) -> Path:
@@ -250,12 +283,12 @@ def strip(run: dict[str, Any]) -> dict[str, Any]:
     return {key: run[key] for key in ("state", "wall", "slot", "deferred", "failed", "calls")}
 
 
-def measure_health() -> dict[str, Any]:
-    if not (DAGS / "remote_agents_health.py").exists():
-        return {"not_measured": "not measured yet: dags/remote_agents_health.py does not exist"}
-    # The health Dag was written while this benchmark was; a run needs the stand-in agents' Airflow
-    # (sandbox/standin.py) beside the bootstrap, which benchmarks/ does not start yet.
-    return {"not_measured": "not measured yet: needs the stand-in agents (sandbox/standin.py) wired in"}
+def measure_health(shared: SandboxAirflow, args: argparse.Namespace) -> dict[str, Any]:
+    """End-to-end time of a health run and detection latency of an injected fault (benchmarks/health.py)."""
+    from benchmarks.health import measure
+
+    shared.start()
+    return measure(shared.sandbox, shared.dags, args.health_runs or args.runs, args.health_interval, say)
 
 
 def measure_setup(warm_runs: int) -> dict[str, Any]:
