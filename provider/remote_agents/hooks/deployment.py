@@ -41,6 +41,9 @@ class AirflowRestClient:
             base_url=f"{self.base_url}/api/v2",
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout,
+            # A connection per call: calls come seconds apart, and a kept-alive connection the server
+            # (or a load balancer) closed in between fails the next call with "connection reset".
+            limits=httpx.Limits(max_keepalive_connections=0),
         )
 
     def close(self) -> None:
