@@ -25,7 +25,7 @@ from remote_agents.environments import (
 )
 from remote_agents.operators.astro import EnsureAgentTokenOperator, EnsureRegistrySecretOperator
 from remote_agents.operators.base import as_bool
-from remote_agents.operators.cluster import EnsureEksClusterOperator
+from remote_agents.operators.cluster import EnsureEksClusterOperator, WaitForEksNodegroupsOperator
 from remote_agents.operators.helm import HelmUpgradeInstallOperator
 from remote_agents.operators.irsa import EnsureIrsaRoleOperator, EnsureOidcProviderOperator
 from remote_agents.operators.kubernetes import EnsureConfigMapOperator, EnsureNamespaceOperator, EnsureSecretOperator
@@ -49,7 +49,8 @@ A second run changes nothing.
 1. EKS cluster, node groups and VPC (waits for ACTIVE deferred), its OIDC provider, the IRSA role(s)
    trusting exactly the agents' ServiceAccounts (skipped for `cluster.kind: existing`);
 2. namespace, agent-token Secret (a token created through the Astro API, written straight into the
-   Secret), registry pull Secret, pip constraints ConfigMap;
+   Secret), registry pull Secret, pip constraints ConfigMap; these and the IRSA roles need only the
+   control plane, so they run while the node groups are still being created;
 3. `helm upgrade --install` of the agent chart with the rendered values (role ARN already in place,
    so it installs once), waiting for the rollout deferred;
 4. a summary (the `summary` task's log and XCom) and, unless dry run, an update of the asset
@@ -90,15 +91,6 @@ def build_bootstrap_dag(environment: EnvironmentFile) -> DAG:
         doc_md=DOC.format(name=spec.name, path=environment.path.name),
     ) as dag:
 
-        @task
-        def validate_spec() -> dict[str, Any]:
-            """Re-read the spec from the image: what runs is what the file says now."""
-            from remote_agents.spec import load_spec
-
-            current = load_spec(environment.path)
-            return {"environment": current.name, "cluster": current.cluster.kind, "queues": [w.queue for w in current.workers]}
-
-        @task
         def aws_account() -> str:
             """The account the management connection acts in; IAM ARNs are built from it."""
             from airflow.providers.amazon.aws.hooks.sts import StsHook
@@ -132,19 +124,23 @@ def build_bootstrap_dag(environment: EnvironmentFile) -> DAG:
             ))
 
         @task
-        def render_values(account_id: str | None) -> dict[str, Any]:
+        def render_values() -> dict[str, Any]:
             """The chart values (no secret in them: Secrets are referenced by name)."""
             from remote_agents.render.policies import build_role_arns
             from remote_agents.render.values import build_values
 
-            role_arns = build_role_arns(spec, account_id) if account_id and spec.irsa else None
+            role_arns = build_role_arns(spec, aws_account()) if spec.eks and spec.irsa else None
             return build_values(spec, role_arns=role_arns)
 
-        validated = validate_spec()
+        waits_for: list[Any] = []
         if spec.eks:
-            account = aws_account()
             cluster = EnsureEksClusterOperator(
                 task_id="ensure_cluster", **build_eks_cluster_inputs(spec), aws_conn_id=spec.aws_conn_id, dry_run=DRY_RUN,
+                create_if_missing="{{ not params.skip_cluster_creation }}", wait_for_nodegroups=False,
+            )
+            nodes = WaitForEksNodegroupsOperator(
+                task_id="wait_for_nodegroups", cluster_name=spec.eks.name, nodegroup_names=cluster.output["nodegroup_names"],
+                aws_conn_id=spec.aws_conn_id, region_name=spec.eks.region, dry_run=DRY_RUN,
             )
             oidc = EnsureOidcProviderOperator(
                 task_id="ensure_oidc_provider", eks_cluster_name=spec.eks.name, tags=naming.ownership_tags(spec),
@@ -152,7 +148,7 @@ def build_bootstrap_dag(environment: EnvironmentFile) -> DAG:
             )
 
             @task
-            def irsa_roles(account_id: str, oidc_result: dict[str, Any]) -> list[dict[str, Any]]:
+            def irsa_roles(oidc_result: dict[str, Any]) -> list[dict[str, Any]]:
                 """One set of operator arguments per IRSA role (one, or one per component)."""
                 from remote_agents.render.policies import build_irsa_policies
 
@@ -160,74 +156,19 @@ def build_bootstrap_dag(environment: EnvironmentFile) -> DAG:
                 return [
                     {"role_name": role["role_name"], "policy_name": role["policy_name"],
                      "trust_policy": role["trust_policy"], "permission_policy": role["permission_policy"]}
-                    for role in build_irsa_policies(spec, issuer, account_id).values()
+                    for role in build_irsa_policies(spec, issuer, aws_account()).values()
                 ]
-
-            @task.branch
-            def create_or_adopt_cluster(**context: Any) -> str:
-                return "adopt_cluster" if as_bool(context["params"]["skip_cluster_creation"]) else "ensure_cluster"
-
-            @task
-            def adopt_cluster() -> dict[str, Any]:
-                """Skip-cluster-creation mode: the cluster must already exist and be ACTIVE."""
-                from remote_agents.hooks.aws import EksClusterHook
-
-                described = EksClusterHook(aws_conn_id=spec.aws_conn_id, region_name=spec.eks.region).conn.describe_cluster(
-                    name=spec.eks.name
-                )["cluster"]
-                if described["status"] != "ACTIVE":
-                    raise ValueError(f"EKS cluster {spec.eks.name} is {described['status']}; skip_cluster_creation needs it ACTIVE")
-                return {"changes": [], "cluster_name": spec.eks.name, "endpoint": described["endpoint"]}
 
             roles = EnsureIrsaRoleOperator.partial(
                 task_id="ensure_irsa_role", tags=naming.ownership_tags(spec), aws_conn_id=spec.aws_conn_id,
                 region_name=spec.eks.region, dry_run=DRY_RUN,
-            ).expand_kwargs(irsa_roles(account, oidc.output))
-            @task.branch(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
-            def apply_or_plan_in_cluster(**context: Any) -> str:
-                """A dry run before the cluster exists cannot ask it anything: plan all of it as new."""
-                from remote_agents.hooks.aws import EksClusterHook
+            ).expand_kwargs(irsa_roles(oidc.output))
 
-                if not as_bool(context["params"]["dry_run"]):
-                    return "ensure_namespace"
-                hook = EksClusterHook(aws_conn_id=spec.aws_conn_id, region_name=spec.eks.region)
-                try:
-                    hook.conn.describe_cluster(name=spec.eks.name)
-                except hook.conn.exceptions.ResourceNotFoundException:
-                    return "plan_cluster_contents"
-                return "ensure_namespace"
-
-            @task
-            def plan_cluster_contents() -> dict[str, Any]:
-                """What a first bootstrap creates inside the new cluster and in Astro."""
-                from remote_agents.changes import Action, Change
-                from remote_agents.operators.base import report_changes
-
-                resources = [
-                    f"k8s:Namespace/{spec.namespace}",
-                    f"astro:agent-token/{spec.astro.deployment_id}",
-                    f"k8s:Secret/{spec.namespace}/{spec.astro.agent_token_secret_name}",
-                    f"astro:api-token/{spec.astro.deployment_id}",
-                    f"k8s:Secret/{spec.namespace}/{spec.astro.registry_secret_name}",
-                    *([f"k8s:ConfigMap/{spec.namespace}/{naming.constraints_configmap_name(spec)}"]
-                      if any(w.pip_packages for w in spec.workers) else []),
-                    f"helm:release/{spec.namespace}/{spec.release_name}",
-                ]
-                changes = [Change(resource, Action.CREATED, dry_run=True) for resource in resources]
-                return report_changes(log, changes)
-
-            branch = create_or_adopt_cluster()
-            adopted = adopt_cluster()
-            in_cluster = apply_or_plan_in_cluster()
-            chain(validated, branch, [cluster, adopted])
-            oidc.trigger_rule = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
-            chain([cluster, adopted], oidc)
-            chain([cluster, adopted], in_cluster, [namespace, plan_cluster_contents()])
-            values = render_values(account)
-            chain(roles, values)
-        else:
-            values = render_values(None)
-            chain(validated, namespace)
+            # Everything that needs only the control plane runs while the node groups are CREATING;
+            # the install waits for the nodes its pods land on.
+            chain(cluster, [nodes, oidc, namespace])
+            waits_for += [nodes, roles]
+        values = render_values()
         helm = HelmUpgradeInstallOperator(
             task_id="helm_upgrade_install",
             release_name=spec.release_name,
@@ -241,17 +182,20 @@ def build_bootstrap_dag(environment: EnvironmentFile) -> DAG:
             **access,
         )
         chain(namespace, secrets, helm)
-
-        summary_sources = [t.task_id for t in dag.tasks]
+        helm.set_upstream(waits_for)
+        fail_run_when_a_task_failed(dag)  # before the summary: it watches the work, not the report
+        work = [t for t in dag.tasks if t.task_id != "a_task_failed"]
+        summary_sources = [t.task_id for t in work]
 
         @task(trigger_rule=TriggerRule.ALL_DONE)
         def summary() -> str:
             """The run's account, as markdown: every resource and its action, then the next step."""
-            from remote_agents.summary import pull_results, render_summary
+            from remote_agents.summary import planned_cluster_contents, pull_results, render_summary
 
             context = get_current_context()
             dry_run = as_bool(context["params"]["dry_run"])
             results = pull_results(context["ti"], summary_sources)
+            results["(in the new cluster)"] = planned_cluster_contents(spec, results.get("ensure_cluster", []))
             helm_result = next(iter(results["helm_upgrade_install"]), None) or {}
             role_arns = [r["role_arn"] for r in results.get("ensure_irsa_role", []) if r and r.get("role_arn")]
             facts = {
@@ -269,17 +213,15 @@ def build_bootstrap_dag(environment: EnvironmentFile) -> DAG:
             return markdown
 
         @task(outlets=[asset])
-        def announce_environment(markdown: str):  # noqa: ANN201 - yields asset metadata
-            """Tell the health Dag a bootstrap was applied (not after a dry run)."""
+        def announce_environment():  # noqa: ANN201 - yields asset metadata
+            """Tell the health Dag a bootstrap was applied (not after a dry run, not after a failure)."""
             context = get_current_context()
             if as_bool(context["params"]["dry_run"]):
                 raise AirflowSkipException("dry run: nothing was applied")
             yield Metadata(asset, extra={"environment": spec.name, "dag_run": context["run_id"]})
 
-        report = summary()
-        chain(helm, report)
-        announce_environment(report)
-        fail_run_when_a_task_failed(dag)
+        chain(work, summary())
+        chain(helm, announce_environment())
     return dag
 
 

@@ -13,9 +13,10 @@ from airflow.sdk.exceptions import TaskDeferred
 from moto.eks.models import eks_backends
 
 from remote_agents.errors import AwsError, ClusterError
-from remote_agents.operators.cluster import EnsureEksClusterOperator
+from remote_agents.operators.cluster import EnsureEksClusterOperator, WaitForEksNodegroupsOperator
 from remote_agents.render.cluster import build_eks_cluster_inputs
-from remote_agents.triggers.cluster import EksClusterStateTrigger, cluster_progress
+from remote_agents.triggers.cluster import EksClusterStateTrigger
+from remote_agents.triggers.eks_progress import cluster_progress
 from sandbox.environment import Sandbox
 
 READ_ONLY = ("Describe", "List", "Get")
@@ -172,6 +173,55 @@ def test_deferred_run_resumes_after_the_trigger_fires_and_creates_the_nodegroup(
     assert actions(result)["eks:cluster/remote-agents-sandbox"] == "created"
     assert actions(result)["eks:nodegroup/remote-agents-sandbox/workers"] == "created"
     assert result["endpoint"] == clean.kube.url
+
+
+def test_without_the_nodegroup_wait_it_returns_at_creation_and_the_wait_operator_defers_until_active(clean: Sandbox) -> None:
+    clean.aws.set_eks_delays(cluster_seconds=0, nodegroup_seconds=2)
+    eks = clean.aws.admin_client("eks")
+
+    result = ensure_op(clean, wait_for_nodegroups=False).execute({})
+
+    assert result["nodegroup_names"] == ["workers"]
+    assert eks.describe_nodegroup(clusterName="remote-agents-sandbox", nodegroupName="workers")["nodegroup"]["status"] == "CREATING"
+    wait = WaitForEksNodegroupsOperator(task_id="wait", cluster_name="remote-agents-sandbox",
+                                        nodegroup_names=result["nodegroup_names"], poll_interval=0.5)
+    with pytest.raises(TaskDeferred) as deferred:
+        wait.execute({})
+    _, kwargs = deferred.value.trigger.serialize()
+    assert (kwargs["nodegroup_names"], kwargs["target"]) == (["workers"], "active")
+    event = asyncio.run(_first_event(deferred.value.trigger))
+    assert wait.execute_complete({}, event.payload) == {"changes": [], "nodegroups_active": ["workers"]}
+    assert eks.describe_nodegroup(clusterName="remote-agents-sandbox", nodegroupName="workers")["nodegroup"]["status"] == "ACTIVE"
+
+
+def test_the_nodegroup_wait_returns_at_once_without_names_or_in_a_dry_run(clean: Sandbox) -> None:
+    for kwargs in ({"nodegroup_names": []}, {"nodegroup_names": ["workers"], "dry_run": True}):
+        wait = WaitForEksNodegroupsOperator(task_id="wait", cluster_name="remote-agents-sandbox", **kwargs)
+        assert wait.execute({})["changes"] == []
+    assert clean.aws.request_log.mutating_calls == []
+
+
+def test_create_if_missing_off_refuses_a_missing_cluster_and_creates_nothing(clean: Sandbox) -> None:
+    op = ensure_op(clean, create_if_missing="False")
+    mutations = record_mutations(op)
+
+    with pytest.raises(ClusterError, match="remote-agents-sandbox does not exist; create_if_missing is off"):
+        op.execute({})
+    assert mutations == []
+
+
+def test_create_if_missing_off_uses_an_existing_cluster_as_it_is(clean: Sandbox) -> None:
+    ensure_op(clean).execute({})
+    clean.aws.request_log.clear()
+    op = ensure_op(clean, create_if_missing=False, nodegroup_requests=[{**build_eks_cluster_inputs(clean.spec)["nodegroup_requests"][0],
+                                                                          "nodegroupName": "never-made"}])
+    mutations = record_mutations(op)
+
+    result = op.execute({})
+
+    assert mutations == [] and clean.aws.request_log.mutating_calls == []
+    assert actions(result) == {"eks:cluster/remote-agents-sandbox": "unchanged"}
+    assert (result["endpoint"], result["nodegroup_names"]) == (clean.kube.url, [])
 
 
 def test_execute_complete_raises_on_a_failed_event(clean: Sandbox) -> None:

@@ -122,6 +122,20 @@ def test_namespace_dry_run_stores_nothing(kube: Any) -> None:
     assert writes(kube) == []
 
 
+def test_dry_run_before_the_eks_cluster_exists_is_skipped_with_the_reason(sandbox: Sandbox) -> None:
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    sandbox.reset()
+    eks = {"eks_cluster_name": "not-created-yet", "aws_conn_id": "aws_default", "region_name": sandbox.spec.backends.aws_region}
+    planned = EnsureNamespaceOperator(task_id="namespace", namespace=NS, environment=ENV, dry_run="True", **eks)
+    applied = EnsureNamespaceOperator(task_id="namespace", namespace=NS, environment=ENV, dry_run="False", **eks)
+
+    with pytest.raises(AirflowSkipException, match="not-created-yet does not exist yet, so everything in it would be created"):
+        planned.pre_execute({})
+    applied.pre_execute({})  # not a dry run: no look-up, execute reports the missing cluster itself
+    assert sandbox.aws.request_log.mutating_calls == []
+
+
 def test_transient_api_error_is_retried(kube: Any) -> None:
     kube.faults.fail_requests("/api/v1/namespaces", times=1, status=503, method="POST")
 

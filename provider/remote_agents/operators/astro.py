@@ -37,7 +37,6 @@ from remote_agents.operators.kubernetes import (
     secret_values,
 )
 from remote_agents.render.manifests import AGENT_TOKEN_KEY, DOCKERCONFIGJSON_KEY
-from remote_agents.triggers.rollout import RolloutTrigger
 
 TOKEN_ID_ANNOTATION = "remote-agents.astronomer.io/astro-token-id"
 
@@ -323,6 +322,8 @@ class EnsureAgentTokenOperator(_EnsureTokenSecretOperator):
             return super().finish(objects, tokens, changes, new_id, live_old_id)
         so_far = report_changes(self.log, changes, token_id=new_id, secret_name=self.secret_name)
         self.log.info("Waiting for %s to roll out before revoking token %s", ", ".join(rolling), live_old_id)
+        from remote_agents.triggers.rollout import RolloutTrigger  # Airflow's trigger base: not at Dag parse
+
         self.defer(
             trigger=RolloutTrigger(
                 access=self.cluster_access.to_dict(),

@@ -72,7 +72,9 @@ class ClusterOperator(AwsOperator):
     """Base of operators that act on the agents' Kubernetes cluster.
 
     Give ``kubernetes_conn_id`` for an existing cluster, or ``eks_cluster_name`` (with ``aws_conn_id``
-    and ``region_name``) for EKS. With ``dry_run=True`` nothing is changed and the plan is returned.
+    and ``region_name``) for EKS. With ``dry_run=True`` nothing is changed and the plan is returned;
+    a dry run against an EKS cluster that does not exist yet is skipped: there is nothing to read,
+    everything in the cluster would be created.
     """
 
     template_fields: Sequence[str] = CLUSTER_TEMPLATE_FIELDS
@@ -83,6 +85,19 @@ class ClusterOperator(AwsOperator):
         super().__init__(**kwargs)
         self.kubernetes_conn_id = kubernetes_conn_id
         self.eks_cluster_name = eks_cluster_name
+
+    def pre_execute(self, context: Any) -> None:
+        if self.is_dry_run and self.eks_cluster_name and not self._eks_cluster_exists():
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException(
+                f"dry run: EKS cluster {self.eks_cluster_name} does not exist yet, so everything in it would be created"
+            )
+
+    def _eks_cluster_exists(self) -> bool:
+        from remote_agents.hooks.aws import EksClusterHook
+
+        return EksClusterHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name).cluster(self.eks_cluster_name) is not None
 
     @property
     def cluster_access(self) -> ClusterAccess:

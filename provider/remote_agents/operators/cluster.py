@@ -5,6 +5,10 @@ created once the cluster is ACTIVE. Each wait defers to ``EksClusterStateTrigger
 task with ``deferrable=False``); the work done so far travels through the trigger and comes back in
 its event, so the final XCom lists every change. An existing cluster is adopted and verified, never
 modified: a different version or subnets are reported as ``drifted``.
+
+With ``wait_for_nodegroups=False`` the operator returns as soon as the node groups are created, and
+``WaitForEksNodegroupsOperator`` waits for them: what needs only the control plane (namespace,
+Secrets, IRSA) then runs during the node groups' minutes of CREATING instead of after them.
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ from remote_agents.changes import Action, Change, diff_values
 from remote_agents.errors import ClusterError, ConfigError
 from remote_agents.operators.base import AWS_TEMPLATE_FIELDS, AwsOperator, as_bool, report_changes
 from remote_agents.operators.irsa import delete_role, ensure_role
-from remote_agents.triggers.cluster import DONE, FAILED, EksClusterStateTrigger, Target, cluster_progress
+from remote_agents.triggers.eks_progress import DONE, FAILED, Target, cluster_progress
 
 if TYPE_CHECKING:
     from remote_agents.hooks.aws import EksClusterHook, IamHook, VpcHook
 
-# The AWS hooks (and with them boto3 and the amazon provider, about 0.2 s) are imported where they
-# are used, not here: Dag files import this module, and each parse would pay for them.
+# The AWS hooks (and with them boto3 and the amazon provider, about 0.2 s) and the trigger (Airflow's
+# trigger base, about 5 ms) are imported where they are used, not here: Dag files import this
+# module, and each parse would pay for them.
 
 NAT_LIVE_STATES = ("pending", "available")
 
@@ -88,6 +93,8 @@ class _EksOperator(AwsOperator):
             return
         result["stage"] = stage
         if as_bool(self.deferrable):
+            from remote_agents.triggers.cluster import EksClusterStateTrigger
+
             self.log.info("%s; deferring until %s", message, target)
             self.defer(
                 trigger=EksClusterStateTrigger(
@@ -127,9 +134,14 @@ class EnsureEksClusterOperator(_EksOperator):
     - ``cluster_role`` / ``node_role``: ``{"role_name", "trust_policy", "managed_policy_arns"}``.
     - ``tags``: ownership tags; our VPC parts and roles are found (and later deleted) by them.
 
-    Waits for ACTIVE deferred (``deferrable=True``) or in the task. Returns ``{"changes": [...],
-    "cluster_name", "cluster_arn", "endpoint", "oidc_issuer", "kubernetes_version", "vpc_id",
-    "subnet_ids", "node_subnet_ids", "cluster_role_arn", "node_role_arn"}``.
+    Waits for ACTIVE deferred (``deferrable=True``) or in the task; with ``wait_for_nodegroups=False``
+    it does not wait for the node groups (wait with ``WaitForEksNodegroupsOperator``). With
+    ``create_if_missing=False`` nothing is created or changed: the cluster must exist and be ACTIVE
+    (a cluster made elsewhere, used as it is). Returns ``{"changes": [...], "cluster_name",
+    "cluster_arn", "endpoint", "oidc_issuer", "kubernetes_version", "vpc_id", "subnet_ids",
+    "node_subnet_ids", "cluster_role_arn", "node_role_arn", "nodegroup_names"}``; ``nodegroup_names``
+    are the node groups this task ensured (none when adopting), also pushed under the XCom key
+    ``nodegroup_names``.
 
     .. code-block:: python
 
@@ -145,6 +157,7 @@ class EnsureEksClusterOperator(_EksOperator):
 
     template_fields: Sequence[str] = (
         *AWS_TEMPLATE_FIELDS, "cluster_request", "nodegroup_requests", "vpc_plan", "cluster_role", "node_role", "tags", "deferrable",
+        "create_if_missing", "wait_for_nodegroups",
     )
 
     def __init__(
@@ -156,6 +169,8 @@ class EnsureEksClusterOperator(_EksOperator):
         cluster_role: dict[str, Any] | None = None,
         node_role: dict[str, Any] | None = None,
         tags: dict[str, str] | None = None,
+        create_if_missing: bool | str = True,
+        wait_for_nodegroups: bool | str = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -165,16 +180,35 @@ class EnsureEksClusterOperator(_EksOperator):
         self.cluster_role = cluster_role
         self.node_role = node_role
         self.tags = tags
+        self.create_if_missing = create_if_missing
+        self.wait_for_nodegroups = wait_for_nodegroups
 
     @property
     def ownership(self) -> dict[str, str]:
         return dict(self.tags or self.cluster_request.get("tags") or {})
 
     def execute(self, context: Any) -> dict[str, Any]:
+        return self._publish(context, self._converge())
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        result = self._resume(event)
+        return self._publish(context, self._after_cluster(result) if result.get("stage") == "cluster" else self._finish(result))
+
+    @staticmethod
+    def _publish(context: Any, result: dict[str, Any]) -> dict[str, Any]:
+        """Also under its own XCom key, so ``output["nodegroup_names"]`` can feed a WaitForEksNodegroupsOperator."""
+        ti = context.get("ti") if context else None
+        if ti is not None:
+            ti.xcom_push(key="nodegroup_names", value=result.get("nodegroup_names", []))
+        return result
+
+    def _converge(self) -> dict[str, Any]:
         self._validate()
         request = self.cluster_request
         name = request["name"]
         existing = self.eks_hook.cluster(name)
+        if not as_bool(self.create_if_missing):
+            return self._use_as_it_is(name, existing)
         if existing is not None:
             state, message = cluster_progress(name, existing, {}, "active")
             if state == FAILED:
@@ -194,17 +228,12 @@ class EnsureEksClusterOperator(_EksOperator):
             **network,
             "cluster_role_arn": cluster_role_arn or (existing or {}).get("roleArn"),
             "node_role_arn": node_role_arn,
+            "nodegroup_names": [request["nodegroupName"] for request in self.nodegroup_requests],
         }
         result: dict[str, Any] = {"changes": [c.to_dict() for c in changes], "facts": facts}
         if self.is_dry_run:
             return self._plan_nodegroups(result, existing)
         return self._after_cluster(result)
-
-    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        result = self._resume(event)
-        if result.get("stage") == "cluster":
-            return self._after_cluster(result)
-        return self._finish(result)
 
     # -- stages --------------------------------------------------------------------------------
 
@@ -213,8 +242,23 @@ class EnsureEksClusterOperator(_EksOperator):
         facts = result["facts"]
         changes = [self._ensure_nodegroup(request, facts) for request in self.nodegroup_requests]
         _record(result, changes)
-        self._await(result, "nodegroups", [r["nodegroupName"] for r in self.nodegroup_requests], "active")
+        if as_bool(self.wait_for_nodegroups):
+            self._await(result, "nodegroups", facts["nodegroup_names"], "active")
         return self._finish(result)
+
+    def _use_as_it_is(self, name: str, cluster: dict[str, Any] | None) -> dict[str, Any]:
+        if cluster is None:
+            raise ClusterError(f"EKS cluster {name} does not exist; create_if_missing is off (skip cluster creation), so it must exist already")
+        if cluster["status"] != "ACTIVE":
+            raise ClusterError(f"EKS cluster {name} is {cluster['status']}; with create_if_missing off it must be ACTIVE already")
+        facts = {
+            "cluster_name": name, "cluster_arn": cluster.get("arn"), "endpoint": cluster.get("endpoint"),
+            "oidc_issuer": cluster.get("identity", {}).get("oidc", {}).get("issuer"),
+            "kubernetes_version": cluster.get("version"), "vpc_id": cluster["resourcesVpcConfig"].get("vpcId"),
+            "subnet_ids": list(cluster["resourcesVpcConfig"]["subnetIds"]), "cluster_role_arn": cluster.get("roleArn"),
+            "nodegroup_names": [],
+        }
+        return report_changes(self.log, [Change(f"eks:cluster/{name}", Action.UNCHANGED, dry_run=self.is_dry_run)], **facts)
 
     def _finish(self, result: dict[str, Any]) -> dict[str, Any]:
         facts = result["facts"]
@@ -321,6 +365,38 @@ class EnsureEksClusterOperator(_EksOperator):
         if diff:
             self.log.warning("Node group %s differs from the request and is left as it is: %s", resource, diff)
         return Change(resource, Action.DRIFTED if diff else Action.UNCHANGED, diff, self.is_dry_run)
+
+
+class WaitForEksNodegroupsOperator(_EksOperator):
+    """Wait until managed node groups are ACTIVE: deferred (``deferrable=True``) or polling in the task.
+
+    The second half of ``EnsureEksClusterOperator(wait_for_nodegroups=False)``: give it that task's
+    ``output["nodegroup_names"]``. No names, or a dry run, returns at once. A FAILED node group fails
+    the task with its health issues. Returns ``{"changes": [], "nodegroups_active": [...]}``.
+
+    .. code-block:: python
+
+        cluster = EnsureEksClusterOperator(task_id="ensure_cluster", wait_for_nodegroups=False, **inputs)
+        nodes = WaitForEksNodegroupsOperator(
+            task_id="wait_for_nodegroups", cluster_name="my-cluster", nodegroup_names=cluster.output["nodegroup_names"],
+        )
+    """
+
+    template_fields: Sequence[str] = (*AWS_TEMPLATE_FIELDS, "cluster_name", "nodegroup_names", "deferrable")
+
+    def __init__(self, *, cluster_name: str, nodegroup_names: Sequence[str] | Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cluster_name = cluster_name
+        self.nodegroup_names = nodegroup_names
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        names = list(self.nodegroup_names or [])
+        if names and not self.is_dry_run:
+            self._await({"facts": {"cluster_name": self.cluster_name}, "names": names}, "nodegroups", names, "active")
+        return report_changes(self.log, [], nodegroups_active=names)
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        return report_changes(self.log, [], nodegroups_active=self._resume(event)["names"])
 
 
 class VpcConvergence:

@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from remote_agents.changes import Action, Change, diff_values
 from remote_agents.errors import ConfigError, HelmError
@@ -29,7 +29,9 @@ from remote_agents.hooks.helm import (
     redact_text,
 )
 from remote_agents.operators.base import CLUSTER_TEMPLATE_FIELDS, ClusterOperator, report_changes
-from remote_agents.triggers.rollout import RolloutTrigger
+
+if TYPE_CHECKING:
+    from remote_agents.triggers.rollout import RolloutTrigger
 
 RELEASE_TEMPLATE_FIELDS = (*CLUSTER_TEMPLATE_FIELDS, "release_name", "namespace")
 
@@ -238,6 +240,8 @@ class HelmUpgradeInstallOperator(_HelmReleaseOperator):
         if len(namespaces) > 1:
             raise ConfigError([f"the chart put Deployments in several namespaces {sorted(namespaces)}; the rollout "
                                "wait watches one namespace, set the chart's namespace value"], self.task_id)
+        from remote_agents.triggers.rollout import RolloutTrigger  # Airflow's trigger base: not at Dag parse
+
         return RolloutTrigger(
             access=self.cluster_access.to_dict(),
             namespace=namespaces.pop(),

@@ -11,7 +11,6 @@ from airflow.sdk import BaseOperator
 
 from remote_agents.health import contract
 from remote_agents.hooks.deployment import DeploymentApiError, DeploymentHook
-from remote_agents.triggers.dag_run import DagRunStateTrigger
 
 
 class SelfTestRunOperator(BaseOperator):
@@ -71,6 +70,8 @@ class SelfTestRunOperator(BaseOperator):
         self.log.info("Triggered %s run %s on %s; waiting up to %s s", self.selftest_dag_id, run_id, hook.base_url,
                       self.timeout_seconds)
         timeout = float(self.timeout_seconds)
+        from remote_agents.triggers.dag_run import DagRunStateTrigger  # Airflow's trigger base: not at Dag parse
+
         self.defer(
             trigger=DagRunStateTrigger(
                 deployment_conn_id=self.deployment_conn_id, dag_id=self.selftest_dag_id, run_id=run_id,

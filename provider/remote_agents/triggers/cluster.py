@@ -1,63 +1,21 @@
 """Waiting for an EKS cluster and its node groups to become ACTIVE, or to be gone, without a worker slot.
 
-``cluster_progress`` is the one judgement of "done / still waiting / failed", shared by the trigger
-(in the triggerer) and by the operators' in-task wait (``deferrable=False``).
+The judgement of "done / still waiting / failed" is ``eks_progress.cluster_progress``, shared with
+the operators' in-task wait (``deferrable=False``).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from remote_agents.triggers.eks_progress import DONE, WAITING, Target, cluster_progress
+
 # botocore and the AWS hooks are imported in run(): the operators that defer to this trigger are
 # imported by Dag files, which should not pay for boto3 and the amazon provider at every parse.
-
-Target = Literal["active", "deleted"]
-DONE, WAITING, FAILED = "done", "waiting", "failed"
-_FAILED_STATES = {"FAILED", "CREATE_FAILED", "DELETE_FAILED", "DEGRADED"}
-
-
-def _issues(resource: dict[str, Any]) -> str:
-    issues = resource.get("health", {}).get("issues", [])
-    if not issues:
-        return "no health issues reported; see the EKS console or CloudTrail for the cause"
-    return "; ".join(f"{issue.get('code')}: {issue.get('message')}" for issue in issues)
-
-
-def cluster_progress(
-    cluster_name: str,
-    cluster: dict[str, Any] | None,
-    nodegroups: dict[str, dict[str, Any] | None],
-    target: Target,
-    include_cluster: bool = True,
-) -> tuple[str, str]:
-    """``(DONE | WAITING | FAILED, message)`` for the cluster and node groups against ``target``."""
-    if target == "deleted":
-        left = [f"node group {name} ({ng['status']})" for name, ng in nodegroups.items() if ng]
-        if include_cluster and cluster:
-            left.append(f"cluster {cluster_name} ({cluster['status']})")
-        failed = [name for name, ng in nodegroups.items() if ng and ng["status"] in _FAILED_STATES]
-        if failed:
-            return FAILED, f"node group {failed[0]} of {cluster_name} could not be deleted: {_issues(nodegroups[failed[0]] or {})}"
-        return (WAITING, "waiting for deletion of " + ", ".join(left)) if left else (DONE, f"{cluster_name}: deleted")
-    if cluster is None:
-        return FAILED, f"EKS cluster {cluster_name} does not exist (deleted while we waited?); re-run to create it"
-    if cluster["status"] in _FAILED_STATES:
-        return FAILED, f"EKS cluster {cluster_name} is {cluster['status']}: {_issues(cluster)}; delete it and re-run"
-    if cluster["status"] != "ACTIVE":
-        return WAITING, f"EKS cluster {cluster_name} is {cluster['status']}"
-    for name, nodegroup in nodegroups.items():
-        if nodegroup is None:
-            return FAILED, f"node group {name} of {cluster_name} does not exist (deleted while we waited?); re-run"
-        if nodegroup["status"] in _FAILED_STATES:
-            return FAILED, f"node group {name} of {cluster_name} is {nodegroup['status']}: {_issues(nodegroup)}"
-        if nodegroup["status"] != "ACTIVE":
-            return WAITING, f"node group {name} of {cluster_name} is {nodegroup['status']}"
-    return DONE, f"EKS cluster {cluster_name} and {len(nodegroups)} node group(s) are ACTIVE"
-
 
 class EksClusterStateTrigger(BaseTrigger):
     """Polls describe_cluster and describe_nodegroup until ``target`` is reached, then yields one event.
