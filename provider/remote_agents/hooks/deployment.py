@@ -22,6 +22,9 @@ from airflow.sdk.log import mask_secret
 from remote_agents.errors import ConfigError, HealthCheckError
 
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
+# An API server that is restarting, or whose metadata database is busy, answers 5xx for a moment.
+RETRIED_STATUSES = frozenset({500, 502, 503, 504})
+ATTEMPTS = 3
 
 
 class DeploymentApiError(HealthCheckError):
@@ -33,7 +36,7 @@ class DeploymentApiError(HealthCheckError):
 
 
 class AirflowRestClient:
-    """The few Airflow 3 REST calls a self-test needs, with a bearer token."""
+    """The few Airflow 3 REST calls a self-test needs, with a bearer token; a 5xx is tried again twice."""
 
     def __init__(self, base_url: str, token: str, timeout: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
@@ -58,14 +61,14 @@ class AirflowRestClient:
     def wait_for_dag(self, dag_id: str, timeout: float, poll_interval: float = 0.5) -> None:
         """Wait until the Dag is parsed; on timeout the error lists the import errors."""
         deadline = time.monotonic() + timeout
-        while self._http.get(f"/dags/{dag_id}").status_code == 404:
+        while self._request("GET", f"/dags/{dag_id}").status_code == 404:
             if time.monotonic() > deadline:
-                errors = self._http.get("/importErrors").json().get("import_errors", [])
+                errors = self._request("GET", "/importErrors").json().get("import_errors", [])
                 raise TimeoutError(f"Dag {dag_id!r} not parsed within {timeout} s; import errors: {errors}")
             time.sleep(poll_interval)
 
     def dag_exists(self, dag_id: str) -> bool:
-        response = self._http.get(f"/dags/{dag_id}")
+        response = self._request("GET", f"/dags/{dag_id}")
         if response.status_code == 404:
             return False
         self._ok(response)
@@ -73,13 +76,13 @@ class AirflowRestClient:
 
     def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None) -> str:
         """Unpause the Dag and start a run now; returns its run_id."""
-        self._ok(self._http.patch(f"/dags/{dag_id}", params={"update_mask": "is_paused"}, json={"is_paused": False}))
+        self._ok(self._request("PATCH", f"/dags/{dag_id}", params={"update_mask": "is_paused"}, json={"is_paused": False}))
         # logical_date must be present (422 without it); null means "now", no logical date.
-        response = self._ok(self._http.post(f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": dict(conf or {})}))
+        response = self._ok(self._request("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": dict(conf or {})}))
         return str(response.json()["dag_run_id"])
 
     def run_state(self, dag_id: str, run_id: str) -> str:
-        return str(self._ok(self._http.get(f"/dags/{dag_id}/dagRuns/{run_id}")).json()["state"])
+        return str(self._ok(self._request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")).json()["state"])
 
     def wait(self, dag_id: str, run_id: str, timeout: float, poll_interval: float = 0.5) -> str:
         """Poll until the run is success/failed; after `timeout` return the state it is still in."""
@@ -91,7 +94,7 @@ class AirflowRestClient:
         return state
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        response = self._ok(self._http.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances"))
+        response = self._ok(self._request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances"))
         return list(response.json()["task_instances"])
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
@@ -101,13 +104,21 @@ class AirflowRestClient:
         threshold) this is the object's path, e.g. "s3://aws_default@bucket/xcom/<dag>/<run>/<task>/<uuid>".
         """
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
-        return self._ok(self._http.get(path)).json()["value"]
+        return self._ok(self._request("GET", path)).json()["value"]
 
     def log_events(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> list[dict[str, Any]]:
         """Structured log events of one try; match on each event's "event" text (text/plain is refused)."""
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
-        response = self._ok(self._http.get(path, params={"full_content": True}))
+        response = self._ok(self._request("GET", path, params={"full_content": True}))
         return list(response.json()["content"])
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        for attempt in range(1, ATTEMPTS + 1):
+            response = self._http.request(method, path, **kwargs)
+            if response.status_code not in RETRIED_STATUSES or attempt == ATTEMPTS:
+                break
+            time.sleep(attempt)
+        return response
 
     @staticmethod
     def _ok(response: httpx.Response) -> httpx.Response:
