@@ -47,8 +47,9 @@ def mutating_calls(sandbox: Any) -> dict[str, int]:
     }
 
 
-def slot_seconds(dag_id: str, run_id: str) -> tuple[float, float, dict[str, dict[str, float]]]:
-    """(seconds tasks held a worker slot, seconds tasks sat deferred, per task {"slot", "wall"}) from the ``log`` table.
+def slot_seconds(dag_id: str, run_id: str) -> tuple[float, float, dict[str, dict[str, float]], float | None]:
+    """(seconds tasks held a worker slot, seconds tasks sat deferred, per task {"slot", "wall"}, the run's
+    span from its first task's ``running`` to its last task's end) from the ``log`` table.
 
     A task holds a slot from each ``running`` event to the next deferred/success/failed event of the
     same try (reference/deferral.md, "Recording of the deferral in the DB"); its wall time runs from
@@ -69,6 +70,7 @@ def slot_seconds(dag_id: str, run_id: str) -> tuple[float, float, dict[str, dict
     for task_id, map_index, try_number, event, dttm in rows:
         events[(task_id, map_index if map_index is not None else -1, try_number or 0)].append((event, dttm))
     slot, deferred = 0.0, 0.0
+    firsts, lasts = [], []
     per_task: dict[str, dict[str, float]] = defaultdict(lambda: {"slot": 0.0, "wall": 0.0})
     for (task_id, _, _), timeline in events.items():
         started: Any = None
@@ -92,14 +94,25 @@ def slot_seconds(dag_id: str, run_id: str) -> tuple[float, float, dict[str, dict
                     deferred_at = dttm
         if first is not None and last is not None:
             per_task[task_id]["wall"] += (last - first).total_seconds()
-    return slot, deferred, dict(per_task)
+            firsts.append(first)
+            lasts.append(last)
+    span = (max(lasts) - min(firsts)).total_seconds() if firsts else None
+    return slot, deferred, dict(per_task), span
 
 
 def run_dag(dag: Any, use_executor: bool = True) -> dict[str, Any]:
-    """One Dag run; its state, wall time and slot accounting."""
+    """One Dag run; its state, wall times and slot accounting.
+
+    ``wall`` is the run itself: from its first task's start to its last task's end, as the audit log
+    recorded them (a task instance's ``start_date`` can predate its start). ``call_wall`` is the whole ``dag.test()`` call, which adds the harness's own work
+    (serializing the Dag, syncing the Dag folder to the database before the run, stopping the
+    executor's worker processes after it) that a Deployment's scheduler does not repeat per run.
+    """
     started = time.monotonic()
     run = dag.test(use_executor=use_executor)
-    wall = time.monotonic() - started
-    slot, deferred, per_task = slot_seconds(dag.dag_id, run.run_id)
+    call_wall = time.monotonic() - started
+    slot, deferred, per_task, span = slot_seconds(dag.dag_id, run.run_id)
     failed = sorted(ti.task_id for ti in run.get_task_instances() if ti.state not in ("success", "skipped"))
-    return {"state": str(run.state), "wall": wall, "slot": slot, "deferred": deferred, "per_task": per_task, "failed": failed}
+    wall = span if span is not None else call_wall
+    return {"state": str(run.state), "wall": wall, "call_wall": call_wall, "slot": slot, "deferred": deferred,
+            "per_task": per_task, "failed": failed}

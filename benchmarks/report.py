@@ -35,7 +35,8 @@ def table(results: dict[str, Any]) -> str:
         rows += [
             ("1 simulated waits", waits, "", ""),
             ("1 longest chain of waits", fmt(boot["chain"], " s", 1), "", ""),
-            ("1 bootstrap wall (executor)", fmt(boot["wall"], " s", 1), "", ""),
+            ("1 bootstrap run wall (first task start to last end)", fmt(boot["wall"], " s", 1), "", ""),
+            ("1 dag.test() call, harness included", fmt(boot.get("call_wall"), " s", 1), "", ""),
             ("1 critical-path ratio", fmt(boot["critical_path_ratio"]), "<= 1.15",
              verdict(boot["critical_path_ratio"]["median"], TARGETS["critical_path"])),
             ("1 fixed overhead (wall - chain)", fmt(boot["overhead"], " s", 1), "", ""),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 from remote_agents import naming
@@ -25,6 +26,8 @@ from remote_agents.render.cluster import build_eks_cluster_inputs
 from remote_agents.render.policies import build_irsa_policies, build_role_arns
 from remote_agents.render.values import build_values
 from remote_agents.spec import EnvironmentSpec
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_tutorial(spec: EnvironmentSpec, account_id: str, poll_interval: float) -> float:
@@ -79,3 +82,29 @@ def kubectl(*args: str) -> str:
 
 def run(operator: Any) -> dict[str, Any]:
     return operator.execute({})
+
+
+def run_tutorial_process(account_id: str, poll_interval: float) -> subprocess.Popen[str]:
+    """The tutorial in a child process, against the sandbox in this process's environment, so it can run
+    beside a Dag run: a thread would not do, the LocalExecutor forks its workers while the thread holds
+    locks (a cached_property's), and the forked worker deadlocks on them. ``wall_of`` collects it."""
+    import os
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "benchmarks.tutorial", account_id, str(poll_interval)],
+                            env=dict(os.environ), cwd=ROOT, stdout=subprocess.PIPE, text=True)
+
+
+def wall_of(process: subprocess.Popen[str]) -> float:
+    out, _ = process.communicate()
+    if process.returncode:
+        raise RuntimeError(f"the tutorial baseline failed (exit {process.returncode}); its output is in the benchmark log")
+    return float(out.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    import sys
+
+    from remote_agents.spec import load_spec
+
+    print(run_tutorial(load_spec(ROOT / "include" / "environments" / "sandbox.yaml"), sys.argv[1], float(sys.argv[2])))
