@@ -181,6 +181,23 @@ def test_aws_throttling_fails_the_cluster_task_by_name_then_a_rerun_converges(
     assert len(clean.aws.admin_client("eks").list_clusters()["clusters"]) == 1
 
 
+def test_skip_cluster_creation_refuses_a_missing_cluster_then_uses_the_existing_one_as_it_is(
+    dagbag: Any, clean: Sandbox, capfd: pytest.CaptureFixture[str]
+) -> None:
+    state, tasks = bootstrap(dagbag, clean, skip_cluster_creation=True)
+
+    assert state == "failed" and tasks["ensure_cluster"] == "failed"
+    assert "remote-agents-sandbox does not exist; create_if_missing is off" in capfd.readouterr().out
+    assert clean.aws.request_log.mutating_calls == []
+    assert bootstrap(dagbag, clean)[0] == "success"
+    clean.aws.request_log.clear()
+
+    state, tasks = bootstrap(dagbag, clean, skip_cluster_creation=True)
+
+    assert state == "success", tasks
+    assert clean.aws.request_log.mutating_calls == []
+
+
 def test_tokens_appear_in_no_log_xcom_serialized_dag_or_helm_values(
     dagbag: Any, clean: Sandbox, capfd: pytest.CaptureFixture[str]
 ) -> None:
