@@ -31,7 +31,7 @@ TARGETS = {"critical_path": 1.15, "slot_share": 0.2, "rerun_mutations": 0, "pars
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
-    parser.add_argument("--cluster", type=float, default=45.0, help="simulated EKS cluster CREATING seconds")
+    parser.add_argument("--cluster", type=float, default=40.0, help="simulated EKS cluster CREATING seconds")
     parser.add_argument("--nodegroup", type=float, default=20.0, help="simulated node group CREATING seconds")
     parser.add_argument("--rollout", type=float, default=10.0, help="simulated rollout readiness seconds")
     parser.add_argument("--astro", type=float, default=1.0, help="simulated latency per Astro API call (seconds)")
