@@ -47,6 +47,12 @@ def _record(result: dict[str, Any], changes: list[Change]) -> None:
     result["changes"].extend(change.to_dict() for change in changes)
 
 
+def _described(cluster: dict[str, Any]) -> dict[str, Any]:
+    """The non-secret facts of a ``describe_cluster`` reply that a result carries (none of an absent one)."""
+    return {"cluster_arn": cluster.get("arn"), "endpoint": cluster.get("endpoint"),
+            "oidc_issuer": cluster.get("identity", {}).get("oidc", {}).get("issuer")}
+
+
 class _EksOperator(AwsOperator):
     """Hooks and the wait (deferred or in-task) shared by the create and delete operators."""
 
@@ -252,8 +258,7 @@ class EnsureEksClusterOperator(_EksOperator):
         if cluster["status"] != "ACTIVE":
             raise ClusterError(f"EKS cluster {name} is {cluster['status']}; with create_if_missing off it must be ACTIVE already")
         facts = {
-            "cluster_name": name, "cluster_arn": cluster.get("arn"), "endpoint": cluster.get("endpoint"),
-            "oidc_issuer": cluster.get("identity", {}).get("oidc", {}).get("issuer"),
+            "cluster_name": name, **_described(cluster),
             "kubernetes_version": cluster.get("version"), "vpc_id": cluster["resourcesVpcConfig"].get("vpcId"),
             "subnet_ids": list(cluster["resourcesVpcConfig"]["subnetIds"]), "cluster_role_arn": cluster.get("roleArn"),
             "nodegroup_names": [],
@@ -263,12 +268,7 @@ class EnsureEksClusterOperator(_EksOperator):
     def _finish(self, result: dict[str, Any]) -> dict[str, Any]:
         facts = result["facts"]
         cluster = self.eks_hook.cluster(facts["cluster_name"]) or {}
-        facts.update(
-            cluster_arn=cluster.get("arn"),
-            endpoint=cluster.get("endpoint"),
-            oidc_issuer=cluster.get("identity", {}).get("oidc", {}).get("issuer"),
-            kubernetes_version=cluster.get("version", facts["kubernetes_version"]),
-        )
+        facts.update(_described(cluster), kubernetes_version=cluster.get("version", facts["kubernetes_version"]))
         return report_changes(self.log, _changes(result), **facts)
 
     def _plan_nodegroups(self, result: dict[str, Any], existing: dict[str, Any] | None) -> dict[str, Any]:
@@ -279,8 +279,7 @@ class EnsureEksClusterOperator(_EksOperator):
             for request in self.nodegroup_requests
         ]
         _record(result, changes)
-        facts.update(cluster_arn=(existing or {}).get("arn"), endpoint=(existing or {}).get("endpoint"),
-                     oidc_issuer=(existing or {}).get("identity", {}).get("oidc", {}).get("issuer"))
+        facts.update(_described(existing or {}))
         return report_changes(self.log, _changes(result), **facts)
 
     # -- parts ---------------------------------------------------------------------------------
