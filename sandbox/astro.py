@@ -1,17 +1,27 @@
-"""An emulator of the Astro Platform API v1 endpoints our operators call, on loopback.
+"""An emulator of the Astro Platform API v1 on loopback, held to the published document.
 
-Seeded from Python with one organization, its API token and its deployments; it keeps deployments,
-agent tokens and Deployment API tokens in memory. Shapes follow the public v1 spec
-(/work/shared/reference/astro-remote-execution.md, section 5.1); the emulator is lenient where the
-real API demands fields we never send (an update may carry only what changes).
+Seeded from Python with one organization, its API tokens and its deployments; it keeps deployments,
+agent tokens and Deployment API tokens in memory. Every request is first checked against the pinned
+public OpenAPI document (``sandbox/astro_contract.py``): an unknown path is 404, a wrong method 405,
+a body or query the document refuses 400 with the API's ``Error`` shape (``message``,
+``statusCode``, ``requestId``, ``fieldErrors``). Every response is checked against the document too;
+one that departs from it is answered 500 and kept in ``contract_problems`` (an emulator bug).
 
-Behaviour worth knowing:
-- Auth: no `Authorization: Bearer …` header -> 401; any bearer other than the seeded API token -> 403.
-  Tokens created through the API (agent or Deployment API tokens) do not authenticate to this API.
-- Unknown organization, deployment or token id -> 404. Errors are `{"message", "statusCode", "requestId"}`.
-- At most `max_agent_tokens` (default 50, the Astro default) live agent tokens per deployment; one
-  more is refused with **400** and a message naming the limit (Astro documents the limit, not the code).
+Behaviour beyond what the document says, and why:
+- Auth: no bearer token -> 401 (the document's security scheme). A token that is not seeded -> 403.
+  The seeded ``api_token`` holds every permission; a ``scoped_tokens`` entry holds only the
+  permissions it lists, and an operation whose ``x-permission`` it lacks is 403 naming that
+  permission. Tokens created through the API do not authenticate to this API.
+- Unknown organization, deployment or token id -> 404.
+- At most ``max_agent_tokens`` (default 50, the Astro default) live agent tokens per deployment; one
+  more is refused with 400 naming the limit (Astro documents the limit, not the code).
 - A token's value appears only in the create (and rotate) response; deleting or rotating revokes it.
+- A Deployment update replaces the whole settable state: a field left out is reset, an environment
+  variable left out is deleted. That is how the Astro CLI treats it (it rebuilds the full body from
+  a GET before every update), and it makes a partial update visible here instead of on Astro.
+  A secret variable sent without a value keeps its stored value, as the CLI relies on (GET never
+  returns secret values); a new secret variable without a value is refused.
+- Operations of the document that no operator calls answer 501 (not emulated).
 
 HTTP admin API (outside /v1, no auth, JSON):
     GET    /sandbox/state                       deployments, live agent/API tokens (with values), revoked tokens
@@ -40,40 +50,36 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
-from werkzeug.routing import Map, Rule
+from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
+
+from sandbox.astro_contract import (
+    ContractViolation,
+    Operation,
+    check_parameters_and_body,
+    check_security,
+    find_operation,
+    response_problems,
+)
 
 DEFAULT_MAX_AGENT_TOKENS = 50
 ADMIN_PATH_PREFIX = "/sandbox/"
 _READ_METHODS = frozenset({"GET", "HEAD"})
+# Deployment-scoped roles: the built-in one. Custom Deployment roles (by id) are not emulated.
 _DEPLOYMENT_ROLES = frozenset({"DEPLOYMENT_ADMIN"})
-
-_ORG = "/v1/organizations/<org>"
-_ROUTES = Map(
-    [
-        Rule(f"{_ORG}/deployments", methods=["GET"], endpoint="list_deployments"),
-        Rule(f"{_ORG}/deployments/<dep>", methods=["GET"], endpoint="get_deployment"),
-        Rule(f"{_ORG}/deployments/<dep>", methods=["POST"], endpoint="update_deployment"),
-        Rule(f"{_ORG}/deployments/<dep>/agent-tokens", methods=["GET"], endpoint="list_agent_tokens"),
-        Rule(f"{_ORG}/deployments/<dep>/agent-tokens", methods=["POST"], endpoint="create_agent_token"),
-        Rule(f"{_ORG}/deployments/<dep>/agent-tokens/<token_id>", methods=["GET"], endpoint="get_agent_token"),
-        Rule(f"{_ORG}/deployments/<dep>/agent-tokens/<token_id>", methods=["DELETE"], endpoint="delete_agent_token"),
-        Rule(f"{_ORG}/tokens", methods=["GET"], endpoint="list_api_tokens"),
-        Rule(f"{_ORG}/tokens", methods=["POST"], endpoint="create_api_token"),
-        Rule(f"{_ORG}/tokens/<token_id>", methods=["GET"], endpoint="get_api_token"),
-        Rule(f"{_ORG}/tokens/<token_id>", methods=["DELETE"], endpoint="delete_api_token"),
-        Rule(f"{_ORG}/tokens/<token_id>/rotate", methods=["POST"], endpoint="rotate_api_token"),
-    ]
-)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, field_errors: list[dict[str, str]] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.field_errors = field_errors or []
+
+
+def _field_error(field_name: str, message: str, code: str = "invalid") -> ApiError:
+    return ApiError(400, f"{field_name}: {message}", [{"code": code, "field": field_name, "message": message}])
 
 
 def _now() -> datetime:
@@ -89,19 +95,37 @@ def _new_id() -> str:
     return "cl" + uuid.uuid4().hex[:23]
 
 
+_SEED_SUBJECT = {"id": "clsandboxseeduser00000000", "subjectType": "USER", "username": "sandbox@example.com"}
+
+
 @dataclass
 class Deployment:
+    """A Dedicated Remote Execution Deployment, with the settings an update request carries."""
+
     id: str
     name: str = ""
     workspace_id: str = "sandbox-workspace"
     cluster_id: str = "sandbox-cluster"
     status: str = "HEALTHY"
     namespace: str = ""
+    runtime_version: str = "3.1-5"
     remote_api_url: str = ""
     remote_execution_enabled: bool = True
     allowed_ip_address_ranges: list[str] = field(default_factory=list)
     task_log_bucket: str | None = None
     task_log_url_pattern: str | None = None
+    description: str = ""
+    contact_emails: list[str] = field(default_factory=list)
+    executor: str = "ASTRO"
+    scheduler_size: str = "SMALL"
+    is_cicd_enforced: bool = False
+    is_dag_deploy_enabled: bool = True
+    is_high_availability: bool = False
+    is_development_mode: bool = False
+    workload_identity: str | None = None
+    # key -> (value, isSecret); secret values are stored but never returned
+    environment_variables: dict[str, tuple[str | None, bool]] = field(default_factory=dict)
+    updated_at: datetime = field(default_factory=_now)
 
     def __post_init__(self) -> None:
         self.name = self.name or self.id
@@ -110,33 +134,103 @@ class Deployment:
         self.remote_api_url = self.remote_api_url or f"https://{self.cluster_id}.external.astronomer.run/{self.id}"
 
     def to_json(self, organization_id: str) -> dict[str, Any]:
-        return {
+        host = f"{self.cluster_id}.astronomer.run/{self.id}"
+        body: dict[str, Any] = {
             "id": self.id,
             "name": self.name,
+            "description": self.description,
             "organizationId": organization_id,
             "workspaceId": self.workspace_id,
             "clusterId": self.cluster_id,
             "type": "DEDICATED",
-            "executor": "ASTRO",
+            "executor": self.executor,
             "status": self.status,
             "namespace": self.namespace,
-            "isDagDeployEnabled": False,
+            "astroRuntimeVersion": self.runtime_version,
+            "runtimeVersion": self.runtime_version,
+            "airflowVersion": "3.1.0",
+            "imageRepository": "images.astronomer.cloud/baseimages/astro-runtime",
+            "imageTag": self.runtime_version,
+            "apiUrl": f"https://{host}/api/v2",
+            "webServerAirflowApiUrl": f"{host}/api/v2",
+            "webServerUrl": host,
+            "webServerIngressHostname": f"{self.cluster_id}.astronomer.run",
+            "uiUrl": f"https://{host}",
+            "webServerCpu": "0.5",
+            "webServerMemory": "1Gi",
+            "schedulerCpu": "1",
+            "schedulerMemory": "2Gi",
+            "schedulerReplicas": 2 if self.is_high_availability else 1,
+            "schedulerSize": self.scheduler_size,
+            "contactEmails": list(self.contact_emails),
+            "isCicdEnforced": self.is_cicd_enforced,
+            "isDagDeployEnabled": self.is_dag_deploy_enabled,
+            "isHighAvailability": self.is_high_availability,
+            "isDevelopmentMode": self.is_development_mode,
+            "environmentVariables": [
+                {"key": key, "isSecret": is_secret, "updatedAt": _timestamp(self.updated_at),
+                 **({} if is_secret or value is None else {"value": value})}
+                for key, (value, is_secret) in self.environment_variables.items()
+            ],
+            "createdAt": "2026-01-05T09:00:00Z",
+            "createdBy": _SEED_SUBJECT,
+            "updatedAt": _timestamp(self.updated_at),
+            "updatedBy": _SEED_SUBJECT,
             "remoteExecution": {
                 "enabled": self.remote_execution_enabled,
                 "allowedIpAddressRanges": list(self.allowed_ip_address_ranges),
                 "remoteApiUrl": self.remote_api_url,
-                "taskLogBucket": self.task_log_bucket,
-                "taskLogUrlPattern": self.task_log_url_pattern,
             },
         }
+        for key, value in (("taskLogBucket", self.task_log_bucket), ("taskLogUrlPattern", self.task_log_url_pattern)):
+            if value is not None:
+                body["remoteExecution"][key] = value
+        if self.workload_identity:
+            body["effectiveWorkloadIdentity"] = self.workload_identity
+        return body
 
-    def apply_remote_execution(self, request: Mapping[str, Any]) -> None:
-        if not isinstance(request.get("enabled"), bool):
-            raise ApiError(400, "remoteExecution.enabled is required and must be a boolean")
-        self.remote_execution_enabled = request["enabled"]
-        self.allowed_ip_address_ranges = list(request.get("allowedIpAddressRanges") or [])
-        self.task_log_bucket = request.get("taskLogBucket")
-        self.task_log_url_pattern = request.get("taskLogUrlPattern")
+    def apply_update(self, request: Mapping[str, Any]) -> None:
+        """Replace the settable state with a (document-valid) UpdateDedicatedDeploymentRequest."""
+        if request["type"] != "DEDICATED":
+            raise _field_error("type", f"this Deployment is DEDICATED, not {request['type']}")
+        if request["workspaceId"] != self.workspace_id:
+            # Moving a Deployment between Workspaces is not something an update does; not emulated.
+            raise _field_error("workspaceId", f"must stay {self.workspace_id}")
+        remote = request.get("remoteExecution")
+        if self.remote_execution_enabled and (remote is None or not remote["enabled"]):
+            raise _field_error("remoteExecution.enabled", "Remote Execution cannot be switched off by an update")
+        variables = self._merged_variables(request["environmentVariables"])
+        self.name = request["name"]
+        self.description = request.get("description", "")
+        self.contact_emails = list(request.get("contactEmails") or [])
+        self.executor = request["executor"]
+        self.scheduler_size = request["schedulerSize"]
+        self.is_cicd_enforced = request["isCicdEnforced"]
+        self.is_dag_deploy_enabled = request["isDagDeployEnabled"]
+        self.is_high_availability = request["isHighAvailability"]
+        self.is_development_mode = request.get("isDevelopmentMode", False)
+        self.workload_identity = request.get("workloadIdentity", self.workload_identity)
+        self.environment_variables = variables
+        remote = remote or {}
+        self.allowed_ip_address_ranges = list(remote.get("allowedIpAddressRanges") or [])
+        self.task_log_bucket = remote.get("taskLogBucket")
+        self.task_log_url_pattern = remote.get("taskLogUrlPattern")
+        self.updated_at = _now()
+
+    def _merged_variables(self, requested: list[Mapping[str, Any]]) -> dict[str, tuple[str | None, bool]]:
+        merged: dict[str, tuple[str | None, bool]] = {}
+        for index, variable in enumerate(requested):
+            key, is_secret, value = variable["key"], variable["isSecret"], variable.get("value")
+            stored = self.environment_variables.get(key)
+            if key in merged:
+                raise _field_error(f"environmentVariables[{index}].key", f"{key!r} is listed twice")
+            if is_secret and value is None:
+                if stored is None or not stored[1]:
+                    raise _field_error(f"environmentVariables[{index}].value",
+                                       f"secret {key!r} is new, so it needs a value", code="required")
+                value = stored[0]
+            merged[key] = (value, is_secret)
+        return merged
 
 
 @dataclass
@@ -152,31 +246,36 @@ class Token:
     role: str | None
     created_at: datetime
     expires_at: datetime | None
+    expiry_days: int | None = None
     last_used_at: datetime | None = None
 
     @property
     def expired(self) -> bool:
         return self.expires_at is not None and self.expires_at <= _now()
 
-    def to_json(self, organization_id: str, *, with_value: bool = False) -> dict[str, Any]:
+    def to_json(self, *, with_value: bool = False) -> dict[str, Any]:
         body: dict[str, Any] = {
             "id": self.id,
             "name": self.name,
             "description": self.description,
             "shortToken": self.value[:7],
-            "type": "AGENT" if self.kind == "agent" else "DEPLOYMENT",
+            "kind": "STANDARD",
+            "scope": "DEPLOYMENT",
             "createdAt": _timestamp(self.created_at),
+            "createdBy": _SEED_SUBJECT,
             "updatedAt": _timestamp(self.created_at),
             "startAt": _timestamp(self.created_at),
-            "endAt": _timestamp(self.expires_at),
-            "lastUsedAt": _timestamp(self.last_used_at),
-            "roles": [{"entityId": self.deployment_id, "entityType": "DEPLOYMENT", "role": self.role}],
         }
-        if self.kind == "api":
-            body["organizationId"] = organization_id
-        if with_value:
-            body["token"] = self.value
-        return body
+        optional = {
+            "endAt": _timestamp(self.expires_at),
+            "expiryPeriodInDays": self.expiry_days,
+            "lastUsedAt": _timestamp(self.last_used_at),
+            # The document does not say which role an agent token holds; it is left out.
+            "roles": [{"entityId": self.deployment_id, "entityType": "DEPLOYMENT", "role": self.role}]
+            if self.role else None,
+            "token": self.value if with_value else None,
+        }
+        return {**body, **{key: value for key, value in optional.items() if value is not None}}
 
 
 @dataclass(frozen=True)
@@ -184,6 +283,7 @@ class ApiCall:
     method: str
     path: str
     mutating: bool
+    status: int
 
 
 @dataclass
@@ -203,11 +303,16 @@ class AstroEmulator:
         api_token: str,
         organization_id: str,
         deployments: Iterable[Deployment | Mapping[str, Any]] = (),
+        scoped_tokens: Mapping[str, Iterable[str]] | None = None,
         max_agent_tokens: int = DEFAULT_MAX_AGENT_TOKENS,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
+        """:param api_token: a token holding every permission (an Organization Owner's API token)
+        :param scoped_tokens: further tokens, each with only the ``x-permission`` actions listed
+        """
         self.api_token = api_token
+        self.scoped_tokens = {value: frozenset(actions) for value, actions in (scoped_tokens or {}).items()}
         self.organization_id = organization_id
         self.max_agent_tokens = max_agent_tokens
         self._seed = [d if isinstance(d, Deployment) else Deployment(**d) for d in deployments]
@@ -247,6 +352,7 @@ class AstroEmulator:
             self._faults: list[_ErrorFault] = []
             self._latency = 0.0
             self._calls: list[ApiCall] = []
+            self.contract_problems: list[str] = []
 
     @property
     def url(self) -> str:
@@ -332,33 +438,54 @@ class AstroEmulator:
         request_id = str(uuid.uuid4())
         if request.path.startswith(ADMIN_PATH_PREFIX):
             status, body = self._handle_admin(request)
-        else:
-            status, body = self._handle_api(request)
-        if status >= 400:
-            body = {"message": body["message"], "statusCode": status, "requestId": request_id}
-        content = b"" if status == 204 else json.dumps(body).encode()
-        response = Response(content, status, {"X-Request-Id": request_id}, content_type="application/json")
+            return self._response(status, body, request_id)(environ, start_response)
+        status, body, operation = self._handle_api(request)
+        response = self._response(status, body, request_id)
+        if operation is not None and status != 501:
+            problems = response_problems(request, response)
+            if problems:
+                with self._lock:
+                    self.contract_problems.extend(f"{request.method} {request.path}: {p}" for p in problems)
+                response = self._response(500, {"message": "emulator response breaks the API document: "
+                                                + "; ".join(problems)}, request_id)
+        with self._lock:
+            self._calls.append(ApiCall(request.method, request.path, request.method not in _READ_METHODS,
+                                       response.status_code))
         return response(environ, start_response)
 
-    def _handle_api(self, request: Request) -> tuple[int, dict[str, Any]]:
+    @staticmethod
+    def _response(status: int, body: dict[str, Any], request_id: str) -> Response:
+        if status >= 400:
+            error = {"message": body["message"], "statusCode": status, "requestId": request_id}
+            body = {**error, "fieldErrors": body["fieldErrors"]} if body.get("fieldErrors") else error
+        content = b"" if status == 204 else json.dumps(body).encode()
+        return Response(content, status, {"X-Request-Id": request_id}, content_type="application/json")
+
+    def _handle_api(self, request: Request) -> tuple[int, dict[str, Any], Operation | None]:
+        """The status and body of an API call, and the document's operation it matched (None if none)."""
         with self._lock:
-            self._calls.append(ApiCall(request.method, request.path, request.method not in _READ_METHODS))
             latency = self._latency
             injected = self._take_fault(request)
         time.sleep(latency)  # outside the lock, so a slow call does not stall the others
         if injected is not None:
-            return injected, {"message": "Injected fault: internal server error"}
+            return injected, {"message": "Injected fault: internal server error"}, None
         try:
-            self._authenticate(request)
-            endpoint, args = _ROUTES.bind_to_environ(request.environ).match()
+            operation = find_operation(request)
+        except ContractViolation as violation:
+            return violation.status, {"message": violation.message}, None
+        try:
+            # The order of a gateway in front of a handler: who you are, what you may do, what you sent.
+            check_security(request)
+            self._authorize(request, operation)
+            check_parameters_and_body(request)
+            handler = getattr(self, f"_{operation.operation_id}", None)
+            if handler is None:
+                return 501, {"message": f"{operation.operation_id} is not emulated"}, operation
             with self._lock:
-                return getattr(self, f"_{endpoint}")(request, **args)
-        except ApiError as error:
-            return error.status, {"message": error.message}
-        except MethodNotAllowed:
-            return 405, {"message": f"method {request.method} not allowed on {request.path}"}
-        except NotFound:
-            return 404, {"message": f"no such route: {request.path}"}
+                status, body = handler(request, **operation.path_params)
+        except (ApiError, ContractViolation) as error:
+            status, body = error.status, {"message": error.message, "fieldErrors": error.field_errors}
+        return status, body, operation
 
     def _take_fault(self, request: Request) -> int | None:
         for fault in self._faults:
@@ -368,84 +495,94 @@ class AstroEmulator:
                     return fault.status
         return None
 
-    def _authenticate(self, request: Request) -> None:
-        scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not credential:
-            raise ApiError(401, "Unauthorized: missing bearer token")
-        if not secrets.compare_digest(credential.strip(), self.api_token):
+    def _authorize(self, request: Request, operation: Operation) -> None:
+        _, _, credential = request.headers.get("Authorization", "").partition(" ")
+        credential = credential.strip()
+        if secrets.compare_digest(credential, self.api_token):
+            return
+        granted = self.scoped_tokens.get(credential)
+        if granted is None:
             raise ApiError(403, "Forbidden: the token is not valid for this organization")
+        if operation.permission and operation.permission not in granted:
+            # What Astro's 403 says is not published; a client must name the permission itself.
+            raise ApiError(403, "Forbidden: insufficient permissions")
 
-    # -- API endpoints (called with the lock held) -----------------------------------------
+    # -- API operations, by the document's operationId (called with the lock held) --------
 
-    def _list_deployments(self, request: Request, org: str) -> tuple[int, dict[str, Any]]:
-        self._organization(org)
-        deployments = [d.to_json(org) for d in self._deployments.values()]
+    def _ListDeployments(self, request: Request, organizationId: str) -> tuple[int, dict[str, Any]]:
+        self._organization(organizationId)
+        deployments = [d.to_json(organizationId) for d in self._deployments.values()]
         return 200, _page("deployments", deployments, request)
 
-    def _get_deployment(self, request: Request, org: str, dep: str) -> tuple[int, dict[str, Any]]:
-        return 200, self._deployment(org, dep).to_json(org)
+    def _GetDeployment(self, request: Request, organizationId: str, deploymentId: str) -> tuple[int, dict[str, Any]]:
+        return 200, self._deployment(organizationId, deploymentId).to_json(organizationId)
 
-    def _update_deployment(self, request: Request, org: str, dep: str) -> tuple[int, dict[str, Any]]:
-        deployment = self._deployment(org, dep)
-        body = _json_body(request)
-        if "remoteExecution" in body:
-            deployment.apply_remote_execution(body["remoteExecution"] or {})
-        deployment.name = body.get("name", deployment.name)
-        return 200, deployment.to_json(org)
+    def _UpdateDeployment(self, request: Request, organizationId: str,
+                          deploymentId: str) -> tuple[int, dict[str, Any]]:
+        deployment = self._deployment(organizationId, deploymentId)
+        deployment.apply_update(request.get_json())
+        return 200, deployment.to_json(organizationId)
 
-    def _list_agent_tokens(self, request: Request, org: str, dep: str) -> tuple[int, dict[str, Any]]:
-        self._deployment(org, dep)
-        tokens = [t.to_json(org) for t in self._tokens.values() if t.kind == "agent" and t.deployment_id == dep]
+    def _ListAgentTokens(self, request: Request, organizationId: str, deploymentId: str) -> tuple[int, dict[str, Any]]:
+        self._deployment(organizationId, deploymentId)
+        tokens = [t.to_json() for t in self._tokens.values() if t.kind == "agent" and t.deployment_id == deploymentId]
         return 200, _page("tokens", tokens, request)
 
-    def _create_agent_token(self, request: Request, org: str, dep: str) -> tuple[int, dict[str, Any]]:
-        self._deployment(org, dep)
-        if len(self._live_tokens("agent", dep)) >= self.max_agent_tokens:
-            raise ApiError(400, f"Deployment {dep} already has the maximum of {self.max_agent_tokens} agent tokens")
-        token = self._issue_token("agent", dep, _json_body(request), role=None)
-        return 200, token.to_json(org, with_value=True)
+    def _CreateAgentToken(self, request: Request, organizationId: str,
+                          deploymentId: str) -> tuple[int, dict[str, Any]]:
+        self._deployment(organizationId, deploymentId)
+        if len(self._live_tokens("agent", deploymentId)) >= self.max_agent_tokens:
+            raise ApiError(400, f"Deployment {deploymentId} already has the maximum of "
+                                f"{self.max_agent_tokens} agent tokens")
+        token = self._issue_token("agent", deploymentId, request.get_json(), role=None)
+        return 200, token.to_json(with_value=True)
 
-    def _get_agent_token(self, request: Request, org: str, dep: str, token_id: str) -> tuple[int, dict[str, Any]]:
-        self._deployment(org, dep)
-        return 200, self._token("agent", token_id, dep).to_json(org)
+    def _GetAgentToken(self, request: Request, organizationId: str, deploymentId: str,
+                       agentTokenId: str) -> tuple[int, dict[str, Any]]:
+        self._deployment(organizationId, deploymentId)
+        return 200, self._token("agent", agentTokenId, deploymentId).to_json()
 
-    def _delete_agent_token(self, request: Request, org: str, dep: str, token_id: str) -> tuple[int, dict[str, Any]]:
-        self._deployment(org, dep)
-        self._revoke(self._token("agent", token_id, dep))
+    def _DeleteAgentToken(self, request: Request, organizationId: str, deploymentId: str,
+                          agentTokenId: str) -> tuple[int, dict[str, Any]]:
+        self._deployment(organizationId, deploymentId)
+        self._revoke(self._token("agent", agentTokenId, deploymentId))
         return 204, {}
 
-    def _list_api_tokens(self, request: Request, org: str) -> tuple[int, dict[str, Any]]:
-        self._organization(org)
-        wanted = request.args.get("deploymentId")
-        tokens = [t.to_json(org) for t in self._live_tokens("api", wanted)]
+    def _ListApiTokens(self, request: Request, organizationId: str) -> tuple[int, dict[str, Any]]:
+        self._organization(organizationId)
+        tokens = [t.to_json() for t in self._live_tokens("api", request.args.get("deploymentId"))]
         return 200, _page("tokens", tokens, request)
 
-    def _create_api_token(self, request: Request, org: str) -> tuple[int, dict[str, Any]]:
-        self._organization(org)
-        body = _json_body(request)
-        if body.get("type") != "DEPLOYMENT":
-            raise ApiError(400, f"type must be DEPLOYMENT (the only token type emulated), got {body.get('type')!r}")
-        if body.get("role") not in _DEPLOYMENT_ROLES:
-            raise ApiError(400, f"role must be one of {sorted(_DEPLOYMENT_ROLES)}, got {body.get('role')!r}")
-        deployment = self._deployment(org, str(body.get("entityId")))
+    def _CreateApiToken(self, request: Request, organizationId: str) -> tuple[int, dict[str, Any]]:
+        self._organization(organizationId)
+        body = request.get_json()
+        if body["scope"] != "DEPLOYMENT":
+            # The document allows WORKSPACE and ORGANIZATION too; only Deployment tokens are emulated.
+            raise _field_error("scope", f"only DEPLOYMENT is emulated, got {body['scope']!r}")
+        if "entityId" not in body:
+            raise _field_error("entityId", "required when scope is DEPLOYMENT", code="required")
+        if body["role"] not in _DEPLOYMENT_ROLES:
+            raise _field_error("role", f"must be one of {sorted(_DEPLOYMENT_ROLES)} for scope DEPLOYMENT, "
+                                       f"got {body['role']!r}")
+        deployment = self._deployment(organizationId, body["entityId"])
         token = self._issue_token("api", deployment.id, body, role=body["role"])
-        return 200, token.to_json(org, with_value=True)
+        return 200, token.to_json(with_value=True)
 
-    def _get_api_token(self, request: Request, org: str, token_id: str) -> tuple[int, dict[str, Any]]:
-        self._organization(org)
-        return 200, self._token("api", token_id).to_json(org)
+    def _GetApiToken(self, request: Request, organizationId: str, tokenId: str) -> tuple[int, dict[str, Any]]:
+        self._organization(organizationId)
+        return 200, self._token("api", tokenId).to_json()
 
-    def _delete_api_token(self, request: Request, org: str, token_id: str) -> tuple[int, dict[str, Any]]:
-        self._organization(org)
-        self._revoke(self._token("api", token_id))
+    def _DeleteApiToken(self, request: Request, organizationId: str, tokenId: str) -> tuple[int, dict[str, Any]]:
+        self._organization(organizationId)
+        self._revoke(self._token("api", tokenId))
         return 204, {}
 
-    def _rotate_api_token(self, request: Request, org: str, token_id: str) -> tuple[int, dict[str, Any]]:
-        self._organization(org)
-        token = self._token("api", token_id)
+    def _RotateApiToken(self, request: Request, organizationId: str, tokenId: str) -> tuple[int, dict[str, Any]]:
+        self._organization(organizationId)
+        token = self._token("api", tokenId)
         self._revoked.append(dataclasses.replace(token))
         token.value = _new_token_value()
-        return 200, token.to_json(org, with_value=True)
+        return 200, token.to_json(with_value=True)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -474,23 +611,20 @@ class AstroEmulator:
             ]
 
     def _issue_token(self, kind: str, deployment_id: str, body: Mapping[str, Any], role: str | None) -> Token:
-        name = body.get("name")
-        if not isinstance(name, str) or not name:
-            raise ApiError(400, "name is required and must be a non-empty string")
-        expiry_days = body.get("tokenExpiryPeriodInDays")
-        if expiry_days is not None and not (isinstance(expiry_days, int) and 1 <= expiry_days <= 3650):
-            raise ApiError(400, f"tokenExpiryPeriodInDays must be an integer from 1 to 3650, got {expiry_days!r}")
+        # name and tokenExpiryPeriodInDays (1..3650) were checked against the document already
         created = _now()
+        expiry_days = body.get("tokenExpiryPeriodInDays")
         token = Token(
             id=_new_id(),
             kind=kind,
-            name=name,
+            name=body["name"],
             description=str(body.get("description") or ""),
             deployment_id=deployment_id,
             value=_new_token_value(),
             role=role,
             created_at=created,
             expires_at=created + timedelta(days=expiry_days) if expiry_days else None,
+            expiry_days=expiry_days,
         )
         self._tokens[token.id] = token
         return token
@@ -499,7 +633,7 @@ class AstroEmulator:
         self._revoked.append(self._tokens.pop(token.id))
 
     def _token_state(self, token: Token) -> dict[str, Any]:
-        return {**token.to_json(self.organization_id, with_value=True), "deploymentId": token.deployment_id}
+        return {**token.to_json(with_value=True), "deploymentId": token.deployment_id}
 
     # -- admin endpoints -------------------------------------------------------------------
 
@@ -558,10 +692,7 @@ def _json_body(request: Request) -> dict[str, Any]:
 
 
 def _page(key: str, items: list[dict[str, Any]], request: Request) -> dict[str, Any]:
-    """Offset/limit pagination as in the v1 list endpoints (limit at most 1000)."""
-    try:
-        offset = int(request.args.get("offset", 0))
-        limit = min(int(request.args.get("limit", 20)), 1000)
-    except ValueError as error:
-        raise ApiError(400, f"offset and limit must be integers: {error}") from error
+    """Offset/limit pagination as in the v1 list endpoints (the document bounds and types both)."""
+    offset = int(request.args.get("offset", 0))
+    limit = int(request.args.get("limit", 20))
     return {key: items[offset : offset + limit], "offset": offset, "limit": limit, "totalCount": len(items)}
