@@ -223,10 +223,10 @@ class Deployment:
             key, is_secret, value = variable["key"], variable["isSecret"], variable.get("value")
             stored = self.environment_variables.get(key)
             if key in merged:
-                raise _field_error(f"environmentVariables[{index}].key", f"{key!r} is listed twice")
+                raise _field_error(f"environmentVariables.{index}.key", f"{key!r} is listed twice")
             if is_secret and value is None:
                 if stored is None or not stored[1]:
-                    raise _field_error(f"environmentVariables[{index}].value",
+                    raise _field_error(f"environmentVariables.{index}.value",
                                        f"secret {key!r} is new, so it needs a value", code="required")
                 value = stored[0]
             merged[key] = (value, is_secret)

@@ -26,7 +26,7 @@ from openapi_core import Config, OpenAPI
 from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
 from openapi_core.templating.paths.exceptions import OperationNotFound, PathNotFound
 from openapi_core.templating.paths.finders import APICallPathFinder
-from openapi_core.validation.request.exceptions import SecurityValidationError
+from openapi_core.validation.request.exceptions import ParameterValidationError, SecurityValidationError
 from openapi_core.validation.schemas.exceptions import InvalidSchemaValue
 from werkzeug.wrappers import Request, Response
 
@@ -116,13 +116,13 @@ def response_problems(request: Request, response: Response) -> list[str]:
 
 
 def _field_errors(error: Exception) -> Iterator[dict[str, str]]:
+    parameter = error.name if isinstance(error, ParameterValidationError) else None
     schema_errors = _schema_errors(error)
     if not schema_errors:
-        name = getattr(error, "name", None) or getattr(getattr(error, "__cause__", None), "name", None)
-        yield {"code": type(error).__name__, "field": str(name or "request"), "message": str(error)}
-        return
+        yield {"code": type(error).__name__, "field": parameter or "body", "message": str(error)}
     for schema_error in schema_errors:
-        yield {"code": str(schema_error.validator), "field": _field(schema_error), "message": schema_error.message}
+        field_name = ".".join(part for part in (parameter, _field(schema_error)) if part) or "body"
+        yield {"code": str(schema_error.validator), "field": field_name, "message": schema_error.message}
 
 
 def _schema_errors(error: Exception) -> list[ValidationError]:
@@ -137,7 +137,7 @@ def _field(error: ValidationError) -> str:
     elif error.validator == "additionalProperties" or "discriminating property" in error.message:
         # jsonschema quotes the name: "('type' was unexpected)", "does not contain discriminating property 'type'"
         path.append(error.message.split("'")[-2])
-    return ".".join(path) or "body"
+    return ".".join(path)
 
 
 def _messages(error: Exception) -> Iterator[str]:
@@ -145,4 +145,4 @@ def _messages(error: Exception) -> Iterator[str]:
     if not schema_errors:
         yield f"{type(error).__name__}: {error}"
     for schema_error in schema_errors:
-        yield f"{_field(schema_error)}: {schema_error.message}"
+        yield f"{_field(schema_error) or 'body'}: {schema_error.message}"

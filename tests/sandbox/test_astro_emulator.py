@@ -24,9 +24,11 @@ def astro() -> Iterator[AstroEmulator]:
 
 @pytest.fixture
 def api(astro: AstroEmulator) -> Iterator[httpx.Client]:
+    """A client of the emulator; every response it got must match the document's response schema."""
     astro.reset()
     with httpx.Client(base_url=astro.url, headers={"Authorization": f"Bearer {API_TOKEN}"}) as client:
         yield client
+    assert astro.contract_problems == []
 
 
 def agent_tokens_path(deployment: str = DEP) -> str:
@@ -69,6 +71,17 @@ def test_deployment_reports_remote_execution(api: httpx.Client) -> None:
     assert {d["id"] for d in listed["deployments"]} == {DEP, OTHER_DEP}
 
 
+def full_update(api: httpx.Client, **changes: object) -> dict[str, object]:
+    """A complete UpdateDedicatedDeploymentRequest built from the Deployment as it is, plus changes."""
+    current = api.get(f"/organizations/{ORG}/deployments/{DEP}").json()
+    body: dict[str, object] = {key: current[key] for key in (
+        "name", "workspaceId", "executor", "isCicdEnforced", "isDagDeployEnabled", "isHighAvailability",
+        "schedulerSize")}
+    body.update(type="DEDICATED", environmentVariables=[], remoteExecution={"enabled": True})
+    body.update(changes)
+    return body
+
+
 def test_update_sets_remote_execution_fields(api: httpx.Client, astro: AstroEmulator) -> None:
     remote_execution = {
         "enabled": True,
@@ -76,15 +89,80 @@ def test_update_sets_remote_execution_fields(api: httpx.Client, astro: AstroEmul
         "taskLogBucket": "s3://logs",
         "taskLogUrlPattern": "s3://logs/{dag_id}",
     }
-    response = api.post(f"/organizations/{ORG}/deployments/{DEP}", json={"remoteExecution": remote_execution})
+    response = api.post(f"/organizations/{ORG}/deployments/{DEP}", json=full_update(api, remoteExecution=remote_execution))
     assert response.status_code == 200
     assert response.json()["remoteExecution"]["allowedIpAddressRanges"] == ["10.0.0.0/16"]
     assert astro.deployment(DEP).task_log_bucket == "s3://logs"
 
 
-def test_update_without_enabled_flag_is_400(api: httpx.Client) -> None:
-    response = api.post(f"/organizations/{ORG}/deployments/{DEP}", json={"remoteExecution": {}})
+def test_update_is_a_full_replacement(api: httpx.Client, astro: AstroEmulator) -> None:
+    with_ranges = {"enabled": True, "allowedIpAddressRanges": ["10.0.0.0/16"]}
+    api.post(f"/organizations/{ORG}/deployments/{DEP}", json=full_update(api, remoteExecution=with_ranges))
+    api.post(f"/organizations/{ORG}/deployments/{DEP}", json=full_update(api))
+    assert astro.deployment(DEP).allowed_ip_address_ranges == []
+
+
+def test_partial_update_is_400_naming_every_missing_field(api: httpx.Client) -> None:
+    response = api.post(f"/organizations/{ORG}/deployments/{DEP}", json={"type": "DEDICATED",
+                                                                         "remoteExecution": {"enabled": True}})
     assert response.status_code == 400
+    error = response.json()
+    assert set(error) == {"message", "statusCode", "requestId", "fieldErrors"}
+    assert {e["field"] for e in error["fieldErrors"]} == {
+        "environmentVariables", "executor", "isCicdEnforced", "isDagDeployEnabled", "isHighAvailability", "name",
+        "schedulerSize", "workspaceId"}
+    assert {e["code"] for e in error["fieldErrors"]} == {"required"}
+
+
+def test_update_without_the_type_discriminator_is_400(api: httpx.Client) -> None:
+    response = api.post(f"/organizations/{ORG}/deployments/{DEP}", json={"remoteExecution": {"enabled": True}})
+    assert response.status_code == 400
+    assert [e["field"] for e in response.json()["fieldErrors"]] == ["type"]
+
+
+def test_secret_variable_without_value_keeps_its_value_and_a_new_one_is_refused(
+        api: httpx.Client, astro: AstroEmulator) -> None:
+    first = [{"key": "API_KEY", "isSecret": True, "value": "s3cr3t"}]
+    assert api.post(f"/organizations/{ORG}/deployments/{DEP}",
+                    json=full_update(api, environmentVariables=first)).status_code == 200
+    listed = api.get(f"/organizations/{ORG}/deployments/{DEP}").json()["environmentVariables"]
+    assert [(v["key"], "value" in v) for v in listed] == [("API_KEY", False)]
+    kept = [{"key": "API_KEY", "isSecret": True}]
+    assert api.post(f"/organizations/{ORG}/deployments/{DEP}",
+                    json=full_update(api, environmentVariables=kept)).status_code == 200
+    assert astro.deployment(DEP).environment_variables == {"API_KEY": ("s3cr3t", True)}
+    new = [{"key": "OTHER", "isSecret": True}]
+    refused = api.post(f"/organizations/{ORG}/deployments/{DEP}", json=full_update(api, environmentVariables=new))
+    assert refused.status_code == 400
+    assert refused.json()["fieldErrors"][0]["field"] == "environmentVariables.0.value"
+
+
+def test_unknown_field_is_400_with_the_field_named(api: httpx.Client) -> None:
+    response = api.post(agent_tokens_path(), json={"name": "agents", "expiresInDays": 3})
+    assert response.status_code == 400
+    assert response.json()["fieldErrors"] == [
+        {"code": "additionalProperties", "field": "expiresInDays",
+         "message": "Additional properties are not allowed ('expiresInDays' was unexpected)"}]
+
+
+def test_token_request_missing_scope_is_400(api: httpx.Client) -> None:
+    request = {"name": "registry", "entityId": DEP, "role": "DEPLOYMENT_ADMIN"}
+    response = api.post(f"/organizations/{ORG}/tokens", json=request)
+    assert response.status_code == 400
+    assert [(e["code"], e["field"]) for e in response.json()["fieldErrors"]] == [("required", "scope")]
+
+
+def test_unknown_path_is_404_and_wrong_method_405(api: httpx.Client) -> None:
+    assert api.get(f"/organizations/{ORG}/deployments/{DEP}/remote-agents").status_code == 404
+    wrong_method = api.put(f"/organizations/{ORG}/deployments/{DEP}", json={})
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["statusCode"] == 405
+
+
+def test_out_of_range_query_parameter_is_400(api: httpx.Client) -> None:
+    response = api.get(agent_tokens_path(), params={"limit": 5000})
+    assert response.status_code == 400
+    assert response.json()["fieldErrors"][0]["field"] == "limit"
 
 
 def test_agent_token_value_is_only_in_the_create_response(api: httpx.Client, astro: AstroEmulator) -> None:
@@ -93,7 +171,7 @@ def test_agent_token_value_is_only_in_the_create_response(api: httpx.Client, ast
     fetched = api.get(f"{agent_tokens_path()}/{created['id']}").json()
     listed = api.get(agent_tokens_path()).json()["tokens"]
     assert "token" not in fetched
-    assert fetched["lastUsedAt"] is None
+    assert "lastUsedAt" not in fetched
     assert [t["id"] for t in listed] == [created["id"]]
     assert all("token" not in t for t in listed)
     assert astro.is_live_agent_token(created["token"], DEP)
@@ -126,7 +204,7 @@ def test_51st_agent_token_is_refused_with_400(api: httpx.Client, astro: AstroEmu
 
 
 def test_deployment_api_token_create_list_rotate_delete(api: httpx.Client, astro: AstroEmulator) -> None:
-    request = {"name": "registry", "type": "DEPLOYMENT", "entityId": DEP, "role": "DEPLOYMENT_ADMIN"}
+    request = {"name": "registry", "scope": "DEPLOYMENT", "entityId": DEP, "role": "DEPLOYMENT_ADMIN"}
     created = api.post(f"/organizations/{ORG}/tokens", json=request).json()
     listed = api.get(f"/organizations/{ORG}/tokens", params={"deploymentId": DEP}).json()["tokens"]
     assert [t["id"] for t in listed] == [created["id"]]
@@ -142,7 +220,7 @@ def test_deployment_api_token_create_list_rotate_delete(api: httpx.Client, astro
 
 
 def test_deployment_api_token_for_unknown_deployment_is_404(api: httpx.Client) -> None:
-    request = {"name": "registry", "type": "DEPLOYMENT", "entityId": "nope", "role": "DEPLOYMENT_ADMIN"}
+    request = {"name": "registry", "scope": "DEPLOYMENT", "entityId": "nope", "role": "DEPLOYMENT_ADMIN"}
     assert api.post(f"/organizations/{ORG}/tokens", json=request).status_code == 404
 
 

@@ -1,16 +1,22 @@
-"""The Astro Platform API v1 (reference section 5.1): agent tokens, Deployment API tokens, Deployments.
+"""The Astro Platform API v1: agent tokens, Deployment API tokens, Deployments.
+
+The contract is Astronomer's published OpenAPI document (https://api.astronomer.io/v1; a pinned copy
+and its source are in the repository's ``sandbox/contracts/``): each method names the document's
+operation and the permission (``x-permission``) that operation needs, so a refusal says which one.
 
 Connection (type ``astro``): host = API base URL (default ``https://api.astronomer.io/v1``),
 password = an Astro API token, extra ``organization_id``. Transient answers (429, 5xx, transport
 errors) are retried with exponential backoff that honours ``Retry-After``, with a warning per retry.
-Every other error becomes an ``AstroApiError`` carrying the status and the API's message, never the
-token. Token values the API returns (only on create) are masked before anything else sees them.
+Every other error becomes an ``AstroApiError`` carrying the status, the API's message and its
+``fieldErrors``, never the token. Token values the API returns (only on create) are masked before
+anything else sees them.
 """
 
 from __future__ import annotations
 
 import logging
 from functools import cached_property
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -23,6 +29,7 @@ from remote_agents.errors import AstroApiError, ConfigError
 log = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "https://api.astronomer.io/v1"
+API_TOKENS_PERMISSION = "organization.apiTokens.access"  # every /organizations/{id}/tokens operation
 TRANSIENT_STATUS_CODES = frozenset({429, 500, 502, 503, 504})
 PAGE_SIZE = 1000  # the largest `limit` the list endpoints accept
 
@@ -42,6 +49,27 @@ def _retry_after_seconds(response: httpx.Response) -> float | None:
         return max(float(value), 0.0) if value is not None else None
     except ValueError:
         return None  # an HTTP date: rare for this API, so fall back to the exponential wait
+
+
+# Who holds a permission, by its first segment (Astronomer's docs on API tokens and user permissions).
+_WHO_HOLDS = {
+    "organization": ("an Organization API token with the Organization Owner role holds it; a Deployment or "
+                     "Workspace API token never does"),
+    "deployment": ("an Organization API token with the Organization Owner role, or one granted Deployment Admin "
+                   "on this Deployment, holds it"),
+}
+
+
+def _error_message(response: httpx.Response) -> tuple[str, str]:
+    """The API's ``Error.message`` and its ``fieldErrors`` as ``" (field: message; ...)"``."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        return response.reason_phrase or "no message", ""
+    fields = [f"{e.get('field')}: {e.get('message')}" for e in body.get("fieldErrors") or [] if isinstance(e, dict)]
+    return str(body.get("message") or response.reason_phrase or "no message"), f" ({'; '.join(fields)})" if fields else ""
 
 
 class AstroHook(BaseHook):
@@ -115,7 +143,7 @@ class AstroHook(BaseHook):
         if not self.connection.password:
             raise ConfigError(
                 [f"password: connection {self.astro_conn_id!r} has no API token; "
-                 "create an Organization or Deployment API token in Astro and put it in the password field"],
+                 "create an Organization API token (Organization Owner) in Astro and put it in the password field"],
                 source=f"connection {self.astro_conn_id}",
             )
         return httpx.Client(
@@ -131,15 +159,20 @@ class AstroHook(BaseHook):
 
     def test_connection(self) -> tuple[bool, str]:
         try:
-            self.request("GET", f"{self._org_path}/deployments", params={"limit": 1})
+            self.request("GET", f"{self._org_path}/deployments", params={"limit": 1},
+                         permission="organization.deployments.get")
         except (AstroApiError, ConfigError) as error:
             return False, str(error)
         return True, f"Connected to {self.base_url} as organization {self.organization_id}"
 
     # -- requests ------------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
-        """One API call, retried while the answer is transient; the decoded JSON body (None for 204)."""
+    def request(self, method: str, path: str, *, permission: str, json: Any = None,
+                params: dict[str, Any] | None = None) -> Any:
+        """One API call, retried while the answer is transient; the decoded JSON body (None for 204).
+
+        :param permission: the operation's ``x-permission`` in the API document, named when refused
+        """
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type((_TransientAnswer, httpx.TransportError)),
             stop=tenacity.stop_after_attempt(self.max_attempts),
@@ -150,7 +183,7 @@ class AstroHook(BaseHook):
         try:
             response = retrying(self._send, method, path, json, params)
         except _TransientAnswer as transient:
-            raise self._error(method, path, transient.response, attempts=self.max_attempts) from None
+            raise self._error(method, path, transient.response, permission, attempts=self.max_attempts) from None
         except httpx.TransportError as error:
             raise AstroApiError(
                 f"Astro API {method} {path} failed after {self.max_attempts} tries: cannot reach "
@@ -158,7 +191,7 @@ class AstroHook(BaseHook):
                 f"{self.astro_conn_id!r} and the network path to it"
             ) from None
         if response.status_code >= 400:
-            raise self._error(method, path, response)
+            raise self._error(method, path, response, permission)
         return response.json() if response.content else None
 
     def _send(self, method: str, path: str, json: Any, params: dict[str, Any] | None) -> httpx.Response:
@@ -183,22 +216,23 @@ class AstroHook(BaseHook):
 
         return warn
 
-    def _error(self, method: str, path: str, response: httpx.Response, attempts: int = 1) -> AstroApiError:
-        try:
-            body = response.json()
-            message = body.get("message") if isinstance(body, dict) else None
-        except ValueError:
-            message = None
-        message = message or response.reason_phrase or "no message"
+    def _error(self, method: str, path: str, response: httpx.Response, permission: str,
+               attempts: int = 1) -> AstroApiError:
+        message, field_errors = _error_message(response)
         status = response.status_code
         tries = f" after {attempts} tries" if attempts > 1 else ""
-        prefix = f"Astro API {method} {path} answered {status}{tries}: {message}"
-        if status in (401, 403):
-            hint = (f"the API token in connection {self.astro_conn_id!r} was refused; put a valid Organization or "
-                    "Deployment API token with Deployment Admin rights in its password field")
+        prefix = f"Astro API {method} {path} answered {status}{tries}: {message}{field_errors}"
+        if status == 401:
+            hint = (f"the API token in connection {self.astro_conn_id!r} is missing, expired or revoked; "
+                    "put a valid Organization API token in its password field")
+        elif status == 403:
+            hint = (f"the API token in connection {self.astro_conn_id!r} lacks the permission {permission}, "
+                    f"which this call needs; {_WHO_HOLDS.get(permission.split('.')[0], '')}")
         elif status == 400 and "maximum" in message.lower():
             hint = ("the Deployment has as many agent tokens as Astro allows; revoke unused ones "
                     "(Astro UI > Deployment > Remote Agents > Tokens, or RevokeAgentTokenOperator) and re-run")
+        elif status == 400:
+            hint = "the API refused the request's fields; this is a bug of this provider against the API, report it"
         elif status == 404:
             hint = (f"check organization_id ({self.organization_id}) and the deployment or token id; "
                     f"the token of connection {self.astro_conn_id!r} must see them")
@@ -212,25 +246,25 @@ class AstroHook(BaseHook):
     def _org_path(self) -> str:
         return f"/organizations/{self.organization_id}"
 
-    def _list(self, path: str, key: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def _list(self, path: str, key: str, permission: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         while True:
-            page = self.request("GET", path, params={**(params or {}), "offset": len(items), "limit": PAGE_SIZE})
+            page = self.request("GET", path, permission=permission, params={"offset": len(items), "limit": PAGE_SIZE})
             items.extend(page.get(key) or [])
             if not page.get(key) or len(items) >= int(page.get("totalCount", len(items))):
                 return items
 
-    def _get_or_none(self, path: str) -> dict[str, Any] | None:
+    def _get_or_none(self, path: str, permission: str) -> dict[str, Any] | None:
         try:
-            return self.request("GET", path)
+            return self.request("GET", path, permission=permission)
         except AstroApiError as error:
             if error.status_code == 404:
                 return None
             raise
 
-    def _delete(self, path: str) -> bool:
+    def _delete(self, path: str, permission: str) -> bool:
         try:
-            self.request("DELETE", path)
+            self.request("DELETE", path, permission=permission)
         except AstroApiError as error:
             if error.status_code == 404:
                 return False
@@ -244,25 +278,39 @@ class AstroHook(BaseHook):
             mask_secret(created["token"])
         return created
 
-    # -- Deployments ------------------------------------------------------------------------------
+    # -- Deployments (GetDeployment, UpdateDeployment) -----------------------------------------------
 
     def get_deployment(self, deployment_id: str) -> dict[str, Any]:
-        return self.request("GET", f"{self._org_path}/deployments/{deployment_id}")
+        return self.request("GET", f"{self._org_path}/deployments/{deployment_id}", permission="deployment.get")
 
-    def update_deployment(self, deployment_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self.request("POST", f"{self._org_path}/deployments/{deployment_id}", json=body)
+    def update_remote_execution(self, deployment_id: str, *, allowed_ip_address_ranges: Sequence[str] | None = None,
+                                task_log_bucket: str | None = None, task_log_url_pattern: str | None = None,
+                                workload_identity: str | None = None) -> dict[str, Any]:
+        """Change the given Remote Execution settings (None keeps one) and keep everything else as it is.
 
-    # -- agent tokens --------------------------------------------------------------------------------
+        The API takes only a complete update body, so the Deployment is read first and the body rebuilt
+        from it (``update_request``), the way the Astro CLI does. Returns the updated Deployment.
+        """
+        current = self.get_deployment(deployment_id)
+        changes = {"allowedIpAddressRanges": list(allowed_ip_address_ranges)
+                   if allowed_ip_address_ranges is not None else None,
+                   "taskLogBucket": task_log_bucket, "taskLogUrlPattern": task_log_url_pattern}
+        body = update_request(current, remote_execution={k: v for k, v in changes.items() if v is not None},
+                              workload_identity=workload_identity)
+        return self.request("POST", f"{self._org_path}/deployments/{deployment_id}", json=body,
+                            permission="deployment.update")
+
+    # -- agent tokens (ListAgentTokens, GetAgentToken, CreateAgentToken, DeleteAgentToken) ---------
 
     def _agent_tokens_path(self, deployment_id: str) -> str:
         return f"{self._org_path}/deployments/{deployment_id}/agent-tokens"
 
     def list_agent_tokens(self, deployment_id: str) -> list[dict[str, Any]]:
-        return self._list(self._agent_tokens_path(deployment_id), "tokens")
+        return self._list(self._agent_tokens_path(deployment_id), "tokens", "deployment.agentTokens.get")
 
     def get_agent_token(self, deployment_id: str, token_id: str) -> dict[str, Any] | None:
         """The token's metadata (never its value), or None if it does not exist (revoked)."""
-        return self._get_or_none(f"{self._agent_tokens_path(deployment_id)}/{token_id}")
+        return self._get_or_none(f"{self._agent_tokens_path(deployment_id)}/{token_id}", "deployment.agentTokens.get")
 
     def create_agent_token(self, deployment_id: str, *, name: str, description: str = "",
                            expiry_days: int | None = None) -> dict[str, Any]:
@@ -270,25 +318,72 @@ class AstroHook(BaseHook):
         body: dict[str, Any] = {"name": name, "description": description}
         if expiry_days:
             body["tokenExpiryPeriodInDays"] = expiry_days
-        return self._masked(self.request("POST", self._agent_tokens_path(deployment_id), json=body))
+        created = self.request("POST", self._agent_tokens_path(deployment_id), json=body,
+                               permission="deployment.agentTokens.create")
+        return self._masked(created)
 
     def delete_agent_token(self, deployment_id: str, token_id: str) -> bool:
         """Revoke; False if it was already gone."""
-        return self._delete(f"{self._agent_tokens_path(deployment_id)}/{token_id}")
+        return self._delete(f"{self._agent_tokens_path(deployment_id)}/{token_id}", "deployment.agentTokens.delete")
 
-    # -- Deployment API tokens -----------------------------------------------------------------------
+    # -- Deployment API tokens (GetApiToken, CreateApiToken, DeleteApiToken) ---------------------------
 
     def get_api_token(self, token_id: str) -> dict[str, Any] | None:
-        return self._get_or_none(f"{self._org_path}/tokens/{token_id}")
+        return self._get_or_none(f"{self._org_path}/tokens/{token_id}", API_TOKENS_PERMISSION)
 
     def create_deployment_token(self, deployment_id: str, *, name: str, description: str = "",
                                 role: str = "DEPLOYMENT_ADMIN", expiry_days: int | None = None) -> dict[str, Any]:
-        """A new Deployment API token; the value (key ``token``) is in this answer only, already masked."""
-        body: dict[str, Any] = {"name": name, "description": description, "type": "DEPLOYMENT",
+        """A new Deployment API token; the value (key ``token``) is in this answer only, already masked.
+
+        :param role: ``DEPLOYMENT_ADMIN`` (the only built-in Deployment role) or a custom Deployment role
+        """
+        body: dict[str, Any] = {"name": name, "description": description, "scope": "DEPLOYMENT",
                                 "entityId": deployment_id, "role": role}
         if expiry_days:
             body["tokenExpiryPeriodInDays"] = expiry_days
-        return self._masked(self.request("POST", f"{self._org_path}/tokens", json=body))
+        return self._masked(self.request("POST", f"{self._org_path}/tokens", json=body,
+                                         permission=API_TOKENS_PERMISSION))
 
     def delete_api_token(self, token_id: str) -> bool:
-        return self._delete(f"{self._org_path}/tokens/{token_id}")
+        return self._delete(f"{self._org_path}/tokens/{token_id}", API_TOKENS_PERMISSION)
+
+
+# The Deployment fields an update keeps as they are; the document requires most of them in every update.
+_KEPT_FIELDS = (
+    "name", "description", "workspaceId", "executor", "isCicdEnforced", "isDagDeployEnabled", "isHighAvailability",
+    "isDevelopmentMode", "schedulerSize", "contactEmails", "defaultTaskPodCpu", "defaultTaskPodMemory",
+    "resourceQuotaCpu", "resourceQuotaMemory",
+)
+
+
+def update_request(current: Mapping[str, Any], *, remote_execution: Mapping[str, Any] | None = None,
+                   workload_identity: str | None = None) -> dict[str, Any]:
+    """A complete ``UpdateDeploymentRequest`` that keeps every setting of ``current`` but the changes given.
+
+    Secret environment variables are sent with their key and no value: GET never returns a secret
+    value, and the API keeps the stored one (the Astro CLI's ``deployment update`` relies on this too).
+    The workload identity is sent only when it changes, as the CLI does.
+    """
+    kind = current.get("type")
+    if kind not in ("DEDICATED", "STANDARD"):
+        raise ConfigError([f"deployment_id: Deployment {current.get('id')} is {kind}; Remote Execution needs a "
+                           "Dedicated Deployment"], source="Astro API")
+    body: dict[str, Any] = {"type": kind, **{key: current[key] for key in _KEPT_FIELDS if key in current}}
+    body["environmentVariables"] = [
+        {"key": v["key"], "isSecret": v["isSecret"], **({"value": v["value"]} if "value" in v else {})}
+        for v in current.get("environmentVariables") or []
+    ]
+    settings = current.get("remoteExecution") or {}
+    if settings.get("enabled"):
+        body["remoteExecution"] = {
+            "enabled": True,
+            **{key: settings[key] for key in ("allowedIpAddressRanges", "taskLogBucket", "taskLogUrlPattern")
+               if key in settings},
+            **(remote_execution or {}),
+        }
+    elif remote_execution:
+        raise ConfigError([f"deployment_id: Deployment {current.get('id')} does not have Remote Execution enabled; "
+                           "create a Remote Execution Deployment and use its id"], source="Astro API")
+    if workload_identity is not None:
+        body["workloadIdentity"] = workload_identity
+    return body

@@ -360,7 +360,9 @@ class EnsureRegistrySecretOperator(_EnsureTokenSecretOperator):
     """Keep a live Deployment API token in the image pull Secret ``imagePullSecretName`` names.
 
     The Secret is ``kubernetes.io/dockerconfigjson`` for ``registry`` (``images.astronomer.cloud``)
-    with user ``cli``, the token created with type DEPLOYMENT and role DEPLOYMENT_ADMIN. As with the
+    with user ``cli``, the token created with scope DEPLOYMENT and role DEPLOYMENT_ADMIN: the only
+    built-in Deployment role (a custom Deployment role is an id, and Astronomer does not document
+    which permissions an image pull needs, so none narrower is known to work). As with the
     agent token, a live token means no writes; ``rotate=True`` replaces it, then revokes the old one
     (image pulls read the Secret when they happen, so no restart is needed).
 
@@ -509,7 +511,9 @@ class UpdateRemoteExecutionSettingsOperator(BaseOperator):
         diff = diff_values(current, desired)
         dry_run = as_bool(self.dry_run)
         if diff and not dry_run:
-            astro.update_deployment(self.deployment_id, {"remoteExecution": {"enabled": True, **desired}})
+            astro.update_remote_execution(self.deployment_id, allowed_ip_address_ranges=wanted["allowedIpAddressRanges"],
+                                          task_log_bucket=self.task_log_bucket,
+                                          task_log_url_pattern=self.task_log_url_pattern)
         change = Change(f"astro:deployment/{self.deployment_id}/remoteExecution",
                         Action.UPDATED if diff else Action.UNCHANGED, diff, dry_run)
         return report_changes(self.log, [change], remote_api_url=settings.get("remoteApiUrl"))
