@@ -17,6 +17,7 @@ from typing import Any
 
 from remote_agents import naming
 from remote_agents.environments import cluster_kwargs
+from remote_agents.hooks.astro import AstroHook
 from remote_agents.operators.astro import EnsureAgentTokenOperator, EnsureRegistrySecretOperator
 from remote_agents.operators.cluster import EnsureEksClusterOperator
 from remote_agents.operators.helm import HelmUpgradeInstallOperator
@@ -42,7 +43,9 @@ def run_tutorial(spec: EnvironmentSpec, account_id: str, poll_interval: float) -
             "chart_repo_url": None if spec.chart.path else spec.chart.repo_url, "deferrable": False,
             "poll_interval": poll_interval, **access}
 
-    values = build_values(spec, role_arns=build_role_arns(spec, account_id))
+    # The tutorial copies the agent API URL from the Deployment's Remote Agents tab.
+    api_url = AstroHook(spec.astro.connection_id, spec.astro.organization_id).get_remote_api_url(spec.astro.deployment_id)
+    values = build_values(spec, role_arns=build_role_arns(spec, account_id), deployment_api_url=api_url)
     started = time.monotonic()
     run(EnsureEksClusterOperator(task_id="cluster", **build_eks_cluster_inputs(spec), deferrable=False,
                                  poll_interval=poll_interval, aws_conn_id=spec.aws_conn_id))

@@ -125,12 +125,25 @@ def build_bootstrap_dag(environment: EnvironmentFile) -> DAG:
 
         @task
         def render_values() -> dict[str, Any]:
-            """The chart values (no secret in them: Secrets are referenced by name)."""
-            from remote_agents.render.policies import build_role_arns
-            from remote_agents.render.values import build_values
+            """The chart values (no secret in them: Secrets are referenced by name).
 
+            The agent API URL and the Runtime are read from the Deployment in Astro; a spec URL that
+            differs, or an agent image newer than the Deployment, is warned about.
+            """
+            from remote_agents.hooks.astro import AstroHook, remote_api_url
+            from remote_agents.render.policies import build_role_arns
+            from remote_agents.render.values import agent_runtime_warning, build_values
+
+            deployment = AstroHook(spec.astro.connection_id, spec.astro.organization_id).get_deployment(
+                spec.astro.deployment_id)
+            reported = remote_api_url(deployment)
+            if spec.astro.deployment_api_url not in (None, reported):
+                log.warning("astro.deployment_api_url is %s but Astro reports %s for Deployment %s; the spec's wins",
+                            spec.astro.deployment_api_url, reported, spec.astro.deployment_id)
+            if warning := agent_runtime_warning(spec, deployment.get("astroRuntimeVersion")):
+                log.warning(warning)
             role_arns = build_role_arns(spec, aws_account()) if spec.eks and spec.irsa else None
-            return build_values(spec, role_arns=role_arns)
+            return build_values(spec, role_arns=role_arns, deployment_api_url=reported)
 
         waits_for: list[Any] = []
         if spec.eks:

@@ -12,6 +12,7 @@ delete it to re-announce) in the UI.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, TriggerRule, Variable, chain, task
@@ -29,6 +30,8 @@ from remote_agents.health import diagnose
 from remote_agents.operators.selftest import SelfTestRunOperator
 from remote_agents.spec import EnvironmentSpec
 
+log = logging.getLogger(__name__)
+
 SELFTEST_CHECKS = (diagnose.DEPLOYMENT_API, diagnose.QUEUES, diagnose.XCOM, diagnose.SECRETS, diagnose.LOGS,
                    diagnose.IDENTITY, diagnose.DEFERRAL)
 FINDINGS_KEY = "findings"
@@ -39,13 +42,16 @@ def incident_variable(environment: str) -> str:
 
 
 def fail_on(findings: list[diagnose.Finding], ti: Any) -> list[dict[str, str]]:
-    """Push the findings (the report reads them), then fail the task if there are any."""
+    """Push the findings (the report reads them), then fail the task if any is an error; warnings are logged."""
     payload = [finding.to_dict() for finding in findings]
     ti.xcom_push(key=FINDINGS_KEY, value=payload)
-    if findings:
+    errors = [finding for finding in findings if finding.severity == diagnose.ERROR]
+    for warning in (finding for finding in findings if finding.severity == diagnose.WARNING):
+        log.warning("%s", warning.message)
+    if errors:
         from remote_agents.errors import HealthCheckError
 
-        raise HealthCheckError(diagnose.findings_text(findings))
+        raise HealthCheckError(diagnose.findings_text(errors))
     return payload
 
 
@@ -83,7 +89,7 @@ def build_health_dag(environment: EnvironmentFile) -> DAG:
 
         @task
         def check_agent_token(ti: Any = None) -> list[dict[str, str]]:
-            """The agent token in the Secret is still live in Astro."""
+            """The agent and registry tokens in their Secrets are live in Astro, and not about to expire."""
             from remote_agents.health.checks import evaluate_agent_token
             from remote_agents.hooks.cluster import ClusterAccess
 
@@ -141,6 +147,8 @@ def report_health(spec: EnvironmentSpec, ti: Any, run_id: str | None) -> dict[st
         if pushed is None:
             unknown.append(task_id)  # crashed before diagnosing (e.g. its system unreachable)
         findings.extend(pushed or [])
+    warnings = [f for f in findings if f.get("severity") == diagnose.WARNING]
+    findings = [f for f in findings if f.get("severity") != diagnose.WARNING]
     failed_checks = sorted({f["check"] for f in findings} | {t.removeprefix("check_") for t in unknown})
     key = incident_variable(spec.name)
     previous = Variable.get(key, default=None, deserialize_json=True)
@@ -160,7 +168,8 @@ def report_health(spec: EnvironmentSpec, ti: Any, run_id: str | None) -> dict[st
             Variable.set(key, json.dumps({"failed_checks": failed_checks, "run_id": run_id}))
     elif previous:
         Variable.delete(key)
-    return {"healthy": not failed_checks, "failed_checks": failed_checks, "notified": transition, "findings": findings}
+    return {"healthy": not failed_checks, "failed_checks": failed_checks, "notified": transition, "findings": findings,
+            "warnings": warnings}
 
 
 for _environment in environment_files(environments_folder(__file__)):

@@ -108,7 +108,7 @@ class Deployment:
     cluster_id: str = "sandbox-cluster"
     status: str = "HEALTHY"
     namespace: str = ""
-    runtime_version: str = "3.1-5"
+    runtime_version: str = "3.3-1"  # the Runtime of the default agent image (spec.DEFAULT_AGENT_IMAGE)
     remote_api_url: str = ""
     remote_execution_enabled: bool = True
     allowed_ip_address_ranges: list[str] = field(default_factory=list)

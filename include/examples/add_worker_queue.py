@@ -58,11 +58,15 @@ with DAG(
 
     @task
     def render_values(account_id: str | None) -> dict[str, Any]:
+        from remote_agents.hooks.astro import AstroHook
         from remote_agents.render.policies import build_role_arns
         from remote_agents.render.values import build_values
 
         extended = with_new_worker()
-        return build_values(extended, build_role_arns(extended, account_id) if account_id else None)
+        reported = AstroHook(spec.astro.connection_id, spec.astro.organization_id).get_remote_api_url(
+            spec.astro.deployment_id)
+        return build_values(extended, build_role_arns(extended, account_id) if account_id else None,
+                            deployment_api_url=reported)
 
     account = aws_account()
     values = render_values(account)

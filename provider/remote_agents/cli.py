@@ -31,6 +31,7 @@ YAML_WIDTH = 1_000_000  # keep JSON strings such as dagBundleConfigList on one l
 # Documentation examples, not real: real runs read them from AWS (STS, EKS describe_cluster).
 PLACEHOLDER_ACCOUNT_ID = "123456789012"
 PLACEHOLDER_OIDC_ID = "EXAMPLED539D4633E53DE1B71EXAMPLE"
+PLACEHOLDER_API_URL = "https://clusterid.external.astronomer.run/deploymentshortid"
 # The repository's copy; an installed wheel has none, so `--constraints` then names the file.
 DEFAULT_CONSTRAINTS = Path(__file__).resolve().parents[2] / "include" / "agent-constraints.txt"
 
@@ -76,11 +77,12 @@ def summarize(spec: EnvironmentSpec) -> str:
     )
 
 
-def render(spec: EnvironmentSpec, section: str, account_id: str, oidc_issuer: str, constraints: str | None) -> Any:
+def render(spec: EnvironmentSpec, section: str, account_id: str, oidc_issuer: str, constraints: str | None,
+           deployment_api_url: str = PLACEHOLDER_API_URL) -> Any:
     """The data of one section, as `remote-agents render --only <section>` prints it."""
     if section == "values":
         role_arns = policies.build_role_arns(spec, account_id) if spec.irsa else None
-        return values.build_values(spec, role_arns)
+        return values.build_values(spec, role_arns, deployment_api_url=deployment_api_url)
     if section == "manifests":
         return manifests.build_manifests(spec, constraints)
     if section == "policies":
@@ -128,7 +130,7 @@ def _print_render(spec: EnvironmentSpec, args: argparse.Namespace) -> None:
     oidc_issuer = args.oidc_issuer or f"https://oidc.eks.{region}.amazonaws.com/id/{PLACEHOLDER_OIDC_ID}"
     constraints = _read_constraints(args.constraints)
     sections = [args.only] if args.only else list(SECTIONS)
-    data = {s: render(spec, s, args.account_id, oidc_issuer, constraints) for s in sections}
+    data = {s: render(spec, s, args.account_id, oidc_issuer, constraints, args.deployment_api_url) for s in sections}
     note = _placeholder_note(spec, args, sections, oidc_issuer)
     if args.format == "json":
         if note:
@@ -147,6 +149,9 @@ def _placeholder_note(spec: EnvironmentSpec, args: argparse.Namespace, sections:
     lines = []
     if args.account_id == PLACEHOLDER_ACCOUNT_ID and set(sections) & {"values", "policies", "cluster", "management-policy"}:
         lines.append(f"AWS account {PLACEHOLDER_ACCOUNT_ID} is a placeholder; pass --account-id for real ARNs.")
+    if "values" in sections and not spec.astro.deployment_api_url and args.deployment_api_url == PLACEHOLDER_API_URL:
+        lines.append(f"astroDeploymentAPIURL {PLACEHOLDER_API_URL} is a placeholder (the bootstrap reads it from "
+                     "Astro); pass --deployment-api-url for the real one.")
     if not args.oidc_issuer and "policies" in sections and spec.irsa:
         lines.append(f"OIDC issuer {oidc_issuer} is a placeholder; pass --oidc-issuer (EKS describe-cluster).")
     if "manifests" in sections:
@@ -174,6 +179,8 @@ def _parser() -> argparse.ArgumentParser:
                             help="print one section (default: all but management-policy)")
     render_cmd.add_argument("--format", choices=("yaml", "json"), default="yaml")
     render_cmd.add_argument("--account-id", default=PLACEHOLDER_ACCOUNT_ID, help="AWS account id for ARNs")
+    render_cmd.add_argument("--deployment-api-url", default=PLACEHOLDER_API_URL,
+                            help="the Deployment's agent API URL, when the spec leaves astro.deployment_api_url out")
     render_cmd.add_argument("--oidc-issuer", help="the EKS cluster's OIDC issuer URL, for IRSA trust policies")
     render_cmd.add_argument("--constraints", type=Path, default=DEFAULT_CONSTRAINTS, help="agent image pip constraints")
     return parser

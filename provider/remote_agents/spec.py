@@ -164,7 +164,7 @@ class AstroSpec(SpecModel):
     organization_id: Annotated[str, Field(min_length=1, description="the Astro organization id")]
     workspace_id: Annotated[str | None, Field(description="Astro workspace id (optional; shown in the agents' environment).")] = None
     deployment_id: Annotated[str, Field(min_length=1, description="the Remote Execution Deployment id")]
-    deployment_api_url: Annotated[str, Field(description="`astroDeploymentAPIURL`: https://<clusterId>.external.astronomer.run/<deploymentShortId>")]
+    deployment_api_url: Annotated[str | None, Field(description="`astroDeploymentAPIURL`: https://<clusterId>.external.astronomer.run/<deploymentShortId>. Leave it out to use the one Astro reports for the Deployment (`remoteExecution.remoteApiUrl`).")] = None
     deployment_connection_id: Annotated[ConnId, Field(description="Connection to the Deployment's Airflow REST API (health checks)")] = "astro_deployment"
     agent_image: Annotated[str, Field(description="Agent image, pinned; its Runtime must not be newer than the Deployment's.")] = DEFAULT_AGENT_IMAGE
     registry: Annotated[str, Field(description="Registry of the agent image; the pull Secret is made for it (user `cli`).")] = "images.astronomer.cloud"
@@ -174,7 +174,9 @@ class AstroSpec(SpecModel):
 
     @field_validator("deployment_api_url")
     @classmethod
-    def _https(cls, value: str) -> str:
+    def _https(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not re.match(r"^https://[^/\s]+/\S+$", value):
             raise _problem(
                 "https_url",
@@ -508,6 +510,7 @@ class HealthSpec(SpecModel):
     schedule: Annotated[str, Field(description="Cron schedule of the health Dag (also runs after each bootstrap).")] = "*/30 * * * *"
     drift_schedule: Annotated[str, Field(description="Schedule of the drift check (live state vs the spec).")] = "@daily"
     selftest_timeout_seconds: Annotated[int, Field(description="How long the self-test may take before queues are reported as not consumed.", ge=30)] = 300
+    token_expiry_warning_days: Annotated[int, Field(description="Warn this many days before the agent or registry token expires (the fix: bootstrap with rotate tokens).", ge=1, le=3650)] = 14
     notifier: Annotated[NotifierSpec, Field(description="Failure and recovery notifications.")] = NotifierSpec()
 
     @field_validator("schedule", "drift_schedule")

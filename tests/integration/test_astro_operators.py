@@ -346,7 +346,7 @@ def test_remote_execution_settings_are_updated_to_the_given_values(sb: Sandbox) 
     assert actions(result) == ["updated"]
     assert sorted(deployment.allowed_ip_address_ranges) == ["198.51.100.7/32", "203.0.113.0/24"]
     assert deployment.task_log_bucket == "s3://sandbox-logs/logs"
-    assert result["remote_api_url"] == sb.spec.astro.deployment_api_url
+    assert result["remote_api_url"] == deployment.remote_api_url
 
 
 def test_equal_remote_execution_settings_make_zero_writes(sb: Sandbox) -> None:

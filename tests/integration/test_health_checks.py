@@ -251,7 +251,8 @@ def test_revoked_agent_token_is_flagged(environment: Sandbox, spec: EnvironmentS
     finally:
         # The restore is the documented fix: a new token in the Secret (what rotate_tokens does).
         annotations = secret["metadata"]["annotations"]
-        new = hook.create_agent_token(spec.astro.deployment_id, name="restored", description="test restore")
+        new = hook.create_agent_token(spec.astro.deployment_id, name="restored", description="test restore",
+                                      expiry_days=spec.astro.agent_token_expiry_days)
         annotations["remote-agents.astronomer.io/astro-token-id"] = new["id"]
         from remote_agents.hooks.kubernetes import ClusterObjects
 
@@ -260,6 +261,19 @@ def test_revoked_agent_token_is_flagged(environment: Sandbox, spec: EnvironmentS
 
     assert set(failing) == {"agent_token"}
     assert f"token {token_id} is revoked or expired in Astro" in messages(failing)[0]
+
+
+def test_tokens_ending_within_the_warning_days_are_warnings_with_the_rotation_fix(
+        environment: Sandbox, spec: EnvironmentSpec) -> None:
+    # The bootstrap's tokens live astro.agent_token_expiry_days (365); a longer warning window covers them.
+    warned = spec.model_copy(update={"health": spec.health.model_copy(update={"token_expiry_warning_days": 400})})
+    findings = evaluate_agent_token(warned, access(warned))
+    assert [(f.component, f.severity) for f in findings] == [
+        (f"agent token (Secret {spec.astro.agent_token_secret_name})", "warning"),
+        (f"registry token (Secret {spec.astro.registry_secret_name})", "warning"),
+    ]
+    assert all("expires in 36" in f.problem and "rotate_tokens=true" in f.fix for f in findings)
+    assert evaluate_agent_token(spec, access(spec)) == []
 
 
 def test_unreachable_deployment_api_is_one_finding(environment: Sandbox, spec: EnvironmentSpec) -> None:
@@ -356,7 +370,8 @@ def test_health_dag_notifies_an_incident_once_then_the_recovery(environment: San
     assert sorted(t for t, s in failed_tasks.items() if s == "failed") == ["a_task_failed", "check_xcom"]
     assert failed_report["failed_checks"] == ["xcom"]
     assert healthy_state == "success", healthy_tasks
-    assert healthy_report == {"healthy": True, "failed_checks": [], "notified": "recovery", "findings": []}
+    assert healthy_report == {"healthy": True, "failed_checks": [], "notified": "recovery", "findings": [],
+                              "warnings": []}
     incident, recovery = environment.webhook.messages
     assert incident["status"] == "incident" and incident["failed_checks"] == ["xcom"]
     assert "access denied on s3://sandbox-xcom/xcom/" in incident["text"]

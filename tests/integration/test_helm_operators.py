@@ -58,7 +58,7 @@ def spec() -> EnvironmentSpec:
 
 @pytest.fixture(scope="module")
 def values(spec: EnvironmentSpec) -> dict[str, Any]:
-    return build_values(spec, build_role_arns(spec, ACCOUNT))
+    return build_values(spec, build_role_arns(spec, ACCOUNT), deployment_api_url="https://sandbox.external.astronomer.run/d1")
 
 
 @pytest.fixture

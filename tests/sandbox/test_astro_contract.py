@@ -65,6 +65,7 @@ def _api_token(hook: AstroHook) -> str:
 CASES: dict[str, tuple[Callable[[AstroHook], Any], set[str]]] = {
     "test_connection": (lambda h: h.test_connection(), {"ListDeployments"}),
     "get_deployment": (lambda h: h.get_deployment(DEP), {"GetDeployment"}),
+    "get_remote_api_url": (lambda h: h.get_remote_api_url(DEP), {"GetDeployment"}),
     "update_remote_execution": (
         lambda h: h.update_remote_execution(DEP, allowed_ip_address_ranges=["203.0.113.7/32"],
                                             task_log_bucket="s3://logs/tasks"),

@@ -10,6 +10,7 @@ import pytest
 from remote_agents.health import contract
 from remote_agents.health.diagnose import (
     Expectations,
+    Finding,
     QueueEvidence,
     ReleaseEvidence,
     SelfTestEvidence,
@@ -187,6 +188,21 @@ def test_revoked_agent_token_tells_how_to_rotate() -> None:
     (finding,) = diagnose_agent_token(TokenEvidence("astro-agent-token", True, "tok-1", live=False))
 
     assert "token tok-1 is revoked or expired" in finding.message and "rotate_tokens=true" in finding.fix
+
+
+@pytest.mark.parametrize(("days_left", "warned"), [(3.5, True), (14.0, True), (14.5, False), (None, False)])
+def test_token_near_its_end_is_a_warning_not_an_error(days_left: float | None, warned: bool) -> None:
+    token = TokenEvidence("astro-registry", True, "tok-2", live=True, kind="registry token", days_left=days_left)
+    findings = diagnose_agent_token(token, warning_days=14)
+    assert [(f.severity, f.component) for f in findings] == (
+        [("warning", "registry token (Secret astro-registry)")] if warned else [])
+    if warned:
+        assert findings[0].message.startswith("warning: ") and "rotate_tokens=true" in findings[0].fix
+
+
+def test_a_warning_survives_the_xcom_round_trip() -> None:
+    (finding,) = diagnose_agent_token(TokenEvidence("t", True, "tok", live=True, days_left=1.0))
+    assert Finding.from_dict(finding.to_dict()) == finding
 
 
 def test_evidence_round_trips_through_xcom_dicts() -> None:

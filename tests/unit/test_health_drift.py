@@ -31,7 +31,8 @@ def spec() -> EnvironmentSpec:
 
 @pytest.fixture(scope="module")
 def values(spec: EnvironmentSpec) -> dict[str, Any]:
-    return build_values(spec, role_arns=build_role_arns(spec, ACCOUNT))
+    return build_values(spec, role_arns=build_role_arns(spec, ACCOUNT),
+                        deployment_api_url="https://sandbox-cluster.external.astronomer.run/sandbox-deployment")
 
 
 def release(spec: EnvironmentSpec, values: dict[str, Any], chart_version: str | None = None) -> ReleaseState:

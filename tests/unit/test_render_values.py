@@ -17,6 +17,7 @@ from remote_agents.render.values import (
     LOCAL_DAG_BUNDLE,
     ROLE_ARN_ANNOTATION,
     STATE_STORE_BACKEND,
+    agent_runtime_warning,
     build_values,
 )
 from remote_agents.spec import EnvironmentSpec, load_spec, parse_spec
@@ -32,8 +33,11 @@ def spec_named(name: str) -> EnvironmentSpec:
     return load_spec(ROOT / "include" / "environments" / f"{name}.yaml")
 
 
+REPORTED_URL = "https://clreported.external.astronomer.run/d1reported"
+
+
 def render(spec: EnvironmentSpec) -> dict[str, Any]:
-    return build_values(spec, build_role_arns(spec, ACCOUNT) if spec.irsa else None)
+    return build_values(spec, build_role_arns(spec, ACCOUNT) if spec.irsa else None, deployment_api_url=REPORTED_URL)
 
 
 def with_changes(name: str, **changes: Any) -> EnvironmentSpec:
@@ -222,3 +226,26 @@ def test_pip_install_init_container_uses_the_agent_image_and_constraints() -> No
 def test_workers_without_pip_packages_get_no_init_container() -> None:
     workers = render(spec_named("multi-queue"))["workers"]
     assert [w["name"] for w in workers if "initContainers" in w] == ["ml"]
+
+
+def test_the_spec_url_wins_over_the_one_astro_reports() -> None:
+    spec = spec_named("tutorial")
+    assert render(spec)["astroDeploymentAPIURL"] == spec.astro.deployment_api_url
+
+
+def test_without_a_spec_url_the_reported_one_is_used_and_without_both_it_is_refused() -> None:
+    spec = spec_named("sandbox")
+    assert spec.astro.deployment_api_url is None
+    assert render(spec)["astroDeploymentAPIURL"] == REPORTED_URL
+    with pytest.raises(ConfigError, match="astro.deployment_api_url: not in the spec and not read from Astro"):
+        build_values(spec, build_role_arns(spec, ACCOUNT))
+
+
+@pytest.mark.parametrize(("deployment_runtime", "warned"), [
+    ("3.1-5", True), ("3.3-0", True), ("3.3-1", False), ("3.4-2", False), ("NA", False), (None, False)])
+def test_agent_image_newer_than_the_deployment_is_warned_about(deployment_runtime: str | None, warned: bool) -> None:
+    spec = spec_named("tutorial")  # agent image of Runtime 3.3-1
+    warning = agent_runtime_warning(spec, deployment_runtime)
+    assert (warning is not None) == warned
+    if warning:
+        assert warning.startswith("astro.agent_image: its Runtime 3.3-1 is newer than the Deployment's")

@@ -22,7 +22,10 @@ def evaluate_workloads(spec: EnvironmentSpec, access: ClusterAccess) -> list[Fin
 
 
 def evaluate_agent_token(spec: EnvironmentSpec, access: ClusterAccess) -> list[Finding]:
-    return diagnose.diagnose_agent_token(gather.gather_agent_token(spec, access))
+    """The agent and registry tokens: live, and not about to expire (a warning)."""
+    days = spec.health.token_expiry_warning_days
+    return [finding for token in gather.gather_tokens(spec, access)
+            for finding in diagnose.diagnose_agent_token(token, days)]
 
 
 def collect_selftest(

@@ -38,26 +38,37 @@ _DENIED = re.compile(r"AccessDenied|\(403\)|Forbidden|not authorized", re.IGNORE
 _NOT_FOUND = re.compile(r"not found|does not exist|KeyError|AirflowNotFoundException|ResourceNotFound", re.IGNORECASE)
 
 
+ERROR = "error"
+WARNING = "warning"
+
+
 @dataclass(frozen=True)
 class Finding:
-    """One failed check: ``component`` (what), ``problem`` and ``evidence`` (why we say so), ``fix``."""
+    """One failed check: ``component`` (what), ``problem`` and ``evidence`` (why we say so), ``fix``.
+
+    A ``warning`` is something that still works but will not for long (a token about to expire):
+    it is reported, and it does not fail the check.
+    """
 
     check: str
     component: str
     problem: str
     evidence: str
     fix: str
+    severity: str = ERROR
 
     @property
     def message(self) -> str:
-        return f"{self.component}: {self.problem} — {self.evidence} — fix: {self.fix}"
+        prefix = "warning: " if self.severity == WARNING else ""
+        return f"{prefix}{self.component}: {self.problem} — {self.evidence} — fix: {self.fix}"
 
     def to_dict(self) -> dict[str, str]:
         return {**asdict(self), "message": self.message}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Finding:
-        return cls(**{key: str(data[key]) for key in ("check", "component", "problem", "evidence", "fix")})
+        fields = ("check", "component", "problem", "evidence", "fix")
+        return cls(**{key: str(data[key]) for key in fields}, severity=str(data.get("severity", ERROR)))
 
 
 # -- evidence -----------------------------------------------------------------------------------
@@ -162,6 +173,8 @@ class TokenEvidence:
     token_id: str | None
     live: bool | None  # None: the Astro API could not be asked
     api_error: str | None = None
+    kind: str = "agent token"  # or "registry token"
+    days_left: float | None = None  # None: the token never expires (or is not live)
 
 
 # -- checks on the management side ----------------------------------------------------------------
@@ -218,11 +231,14 @@ def _pod_fix(problems: Iterable[str]) -> str:
     return "describe the Pods (kubectl describe pod) and check the node group"
 
 
-def diagnose_agent_token(token: TokenEvidence) -> list[Finding]:
-    component = f"agent token (Secret {token.secret_name})"
+def diagnose_agent_token(token: TokenEvidence, warning_days: int = 14) -> list[Finding]:
+    """One Astro token the agents depend on (the agent token, or the registry pull token)."""
+    component = f"{token.kind} (Secret {token.secret_name})"
+    rotate = "re-run remote_agents_bootstrap__<env> with rotate_tokens=true (new token, Secret updated"
+    rotate += ", agents restarted)" if token.kind == "agent token" else ")"
     if not token.secret_exists:
         return [Finding(AGENT_TOKEN, component, "Secret missing", "the Kubernetes API has no such Secret",
-                        "re-run the bootstrap (ensure_agent_token)")]
+                        "re-run the bootstrap (ensure_agent_token, ensure_registry_secret)")]
     if not token.token_id:
         return [Finding(AGENT_TOKEN, component, "no token id recorded", "the Secret has no astro-token-id annotation",
                         "re-run the bootstrap with rotate_tokens to issue a tracked token")]
@@ -230,11 +246,13 @@ def diagnose_agent_token(token: TokenEvidence) -> list[Finding]:
         return [Finding(AGENT_TOKEN, component, "liveness unknown", token.api_error or "the Astro API did not answer",
                         "check the Astro API connection (astro.connection_id) and its token")]
     if not token.live:
-        return [Finding(
-            AGENT_TOKEN, component, f"token {token.token_id} is revoked or expired in Astro",
-            "the Astro API no longer lists it as a live agent token; the agents cannot heartbeat",
-            "re-run remote_agents_bootstrap__<env> with rotate_tokens=true (new token, Secret updated, agents restarted)",
-        )]
+        consequence = "the agents cannot heartbeat" if token.kind == "agent token" else "new agent Pods cannot pull"
+        return [Finding(AGENT_TOKEN, component, f"token {token.token_id} is revoked or expired in Astro",
+                        f"the Astro API no longer lists it as a live token; {consequence}", rotate)]
+    if token.days_left is not None and token.days_left <= warning_days:
+        return [Finding(AGENT_TOKEN, component, f"token {token.token_id} expires in {token.days_left:.1f} days",
+                        f"Astro's endAt for it is within health.token_expiry_warning_days ({warning_days})",
+                        rotate, severity=WARNING)]
     return []
 
 

@@ -162,34 +162,50 @@ def gather_release(spec: EnvironmentSpec, access: ClusterAccess) -> ReleaseEvide
                            release.chart_version, spec.chart.version)
 
 
-def gather_agent_token(spec: EnvironmentSpec, access: ClusterAccess) -> TokenEvidence:
-    """The token id the agent-token Secret records, and whether Astro still lists it as live."""
-    from remote_agents.errors import AstroApiError
+def gather_tokens(spec: EnvironmentSpec, access: ClusterAccess) -> list[TokenEvidence]:
+    """The agent token and the registry pull token: the ids their Secrets record, and what Astro says of them."""
     from remote_agents.hooks.astro import AstroHook
+
+    astro = AstroHook(spec.astro.connection_id, spec.astro.organization_id)
+    deployment = spec.astro.deployment_id
+    return [
+        _token_evidence(spec, access, "agent token", spec.astro.agent_token_secret_name,
+                        lambda token_id: astro.get_agent_token(deployment, token_id)),
+        _token_evidence(spec, access, "registry token", spec.astro.registry_secret_name, astro.get_api_token),
+    ]
+
+
+def _token_evidence(spec: EnvironmentSpec, access: ClusterAccess, kind: str, name: str,
+                    fetch: Callable[[str], dict[str, Any] | None]) -> TokenEvidence:
+    from remote_agents.errors import AstroApiError
     from remote_agents.hooks.kubernetes import ClusterObjects
 
-    name = spec.astro.agent_token_secret_name
     secret = ClusterObjects(access).get("Secret", name, spec.namespace)
     if secret is None:
-        return TokenEvidence(name, secret_exists=False, token_id=None, live=None)
+        return TokenEvidence(name, secret_exists=False, token_id=None, live=None, kind=kind)
     token_id = (secret["metadata"].get("annotations") or {}).get(TOKEN_ID_ANNOTATION)
     if not token_id:
-        return TokenEvidence(name, True, None, None)
-    astro = AstroHook(spec.astro.connection_id, spec.astro.organization_id)
+        return TokenEvidence(name, True, None, None, kind=kind)
     try:
-        token = astro.get_agent_token(spec.astro.deployment_id, token_id)
+        token = fetch(token_id)
     except AstroApiError as error:
-        return TokenEvidence(name, True, token_id, None, str(error))
-    return TokenEvidence(name, True, token_id, live=_live(token))
+        return TokenEvidence(name, True, token_id, None, str(error), kind=kind)
+    live = _live(token)
+    return TokenEvidence(name, True, token_id, live, kind=kind, days_left=_days_left(token) if live else None)
 
 
 def _live(token: dict[str, Any] | None) -> bool:
+    days_left = _days_left(token)
+    return token is not None and (days_left is None or days_left > 0)
+
+
+def _days_left(token: dict[str, Any] | None) -> float | None:
     from datetime import UTC, datetime
 
-    if token is None:
-        return False
-    end = token.get("endAt")
-    return not end or datetime.fromisoformat(end.replace("Z", "+00:00")) > datetime.now(UTC)
+    end = (token or {}).get("endAt")
+    if not end:
+        return None
+    return (datetime.fromisoformat(end.replace("Z", "+00:00")) - datetime.now(UTC)).total_seconds() / 86400
 
 
 # -- the self-test run ---------------------------------------------------------------------------
@@ -449,8 +465,8 @@ def evaluate_drift(area: str, spec: EnvironmentSpec, access: ClusterAccess, iden
 
     role_arns = desired_role_arns(spec, identity.get("account_id"))
     if area == drift.RELEASE:
-        return drift.compare_release(gather_release_state(spec, access), build_values(spec, role_arns=role_arns),
-                                     spec.chart.version)
+        desired = build_values(spec, role_arns=role_arns, deployment_api_url=_reported_api_url(spec))
+        return drift.compare_release(gather_release_state(spec, access), desired, spec.chart.version)
     if area == drift.SERVICE_ACCOUNTS:
         return drift.compare_service_accounts(gather_service_accounts(spec, access),
                                               drift.desired_role_annotations(spec, role_arns))
@@ -466,3 +482,12 @@ def evaluate_drift(area: str, spec: EnvironmentSpec, access: ClusterAccess, iden
     if area == drift.SECRETS:
         return drift.compare_secrets(gather_secrets(spec, access))
     raise ValueError(f"unknown drift area {area!r}; use one of {', '.join(drift.AREAS)}")
+
+
+def _reported_api_url(spec: EnvironmentSpec) -> str | None:
+    """The Deployment's agent API URL from Astro, when the spec leaves it out (the bootstrap used that one)."""
+    if spec.astro.deployment_api_url:
+        return None
+    from remote_agents.hooks.astro import AstroHook
+
+    return AstroHook(spec.astro.connection_id, spec.astro.organization_id).get_remote_api_url(spec.astro.deployment_id)

@@ -283,6 +283,10 @@ class AstroHook(BaseHook):
     def get_deployment(self, deployment_id: str) -> dict[str, Any]:
         return self.request("GET", f"{self._org_path}/deployments/{deployment_id}", permission="deployment.get")
 
+    def get_remote_api_url(self, deployment_id: str) -> str:
+        """The Deployment's agent API URL (the chart's ``astroDeploymentAPIURL``) as Astro reports it."""
+        return remote_api_url(self.get_deployment(deployment_id))
+
     def update_remote_execution(self, deployment_id: str, *, allowed_ip_address_ranges: Sequence[str] | None = None,
                                 task_log_bucket: str | None = None, task_log_url_pattern: str | None = None,
                                 workload_identity: str | None = None) -> dict[str, Any]:
@@ -346,6 +350,16 @@ class AstroHook(BaseHook):
 
     def delete_api_token(self, token_id: str) -> bool:
         return self._delete(f"{self._org_path}/tokens/{token_id}", API_TOKENS_PERMISSION)
+
+
+def remote_api_url(deployment: Mapping[str, Any]) -> str:
+    """The chart's ``astroDeploymentAPIURL`` as Astro reports it (``remoteExecution.remoteApiUrl``)."""
+    settings = deployment.get("remoteExecution") or {}
+    if not settings.get("enabled") or not settings.get("remoteApiUrl"):
+        raise ConfigError([f"astro.deployment_id: Deployment {deployment.get('id')} does not have Remote Execution "
+                           "enabled, so Astro reports no agent API URL; use the id of a Remote Execution Deployment"],
+                          source="Astro API")
+    return str(settings["remoteApiUrl"])
 
 
 # The Deployment fields an update keeps as they are; the document requires most of them in every update.

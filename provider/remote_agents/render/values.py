@@ -8,6 +8,7 @@ follow reference section 3; the tutorial's edits are section 4.3-4.7.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from packaging.version import Version
@@ -41,20 +42,48 @@ SERVICE_ACCOUNT_KEYS = {
 }
 
 
-def build_values(spec: EnvironmentSpec, role_arns: dict[str | None, str] | None = None) -> dict[str, Any]:
+def agent_runtime_warning(spec: EnvironmentSpec, deployment_runtime: str | None) -> str | None:
+    """A warning when the agent image's Astro Runtime is newer than the Deployment's, else None.
+
+    The agents run tasks the Deployment's scheduler planned; Astronomer's agent docs ask for an agent
+    Runtime no newer than the Deployment's. An image or version whose Runtime cannot be read gives None.
+    """
+    agent = _runtime(spec.astro.agent_image.rpartition(":")[2])
+    deployment = _runtime(deployment_runtime or "")
+    if agent is None or deployment is None or agent <= deployment:
+        return None
+    return (f"astro.agent_image: its Runtime {'.'.join(map(str, agent[:2]))}-{agent[2]} is newer than the "
+            f"Deployment's {deployment_runtime}; upgrade the Deployment first, or pin an agent image of Runtime "
+            f"{deployment_runtime} or older")
+
+
+def _runtime(text: str) -> tuple[int, int, int] | None:
+    match = re.match(r"^(\d+)\.(\d+)-(\d+)", text)
+    return (int(match[1]), int(match[2]), int(match[3])) if match else None
+
+
+def build_values(spec: EnvironmentSpec, role_arns: dict[str | None, str] | None = None,
+                 deployment_api_url: str | None = None) -> dict[str, Any]:
     """Chart values for ``spec``; ``role_arns`` maps component (None = all) to the IRSA role ARN.
 
     ``role_arns`` must cover exactly the roles ``naming.irsa_role_names`` defines for an IRSA spec,
     and be empty for static credentials: a missing annotation would leave agents without AWS access.
+    ``deployment_api_url`` is the Deployment's ``remoteExecution.remoteApiUrl`` as Astro reports it;
+    the spec's ``astro.deployment_api_url``, when set, wins.
     """
     _check_role_arns(spec, role_arns or {})
+    api_url = spec.astro.deployment_api_url or deployment_api_url
+    if not api_url:
+        raise ConfigError(["astro.deployment_api_url: not in the spec and not read from Astro; set it to the URL "
+                           "of the Deployment's Remote Agents tab, or let the bootstrap read it from Astro"],
+                          source=f"environment {spec.name}")
     chart_version = spec.chart.parsed_version
     values: dict[str, Any] = {
         "resourceNamePrefix": spec.resource_name_prefix,
         "namespace": spec.namespace,
         # The namespace and its Secrets exist before the install (manifests.py); the chart must not own it.
         "createNamespace": False,
-        "astroDeploymentAPIURL": spec.astro.deployment_api_url,
+        "astroDeploymentAPIURL": api_url,
         "image": spec.astro.agent_image,
         "imagePullSecretName": spec.astro.registry_secret_name,
         "agentTokenSecretName": spec.astro.agent_token_secret_name,
