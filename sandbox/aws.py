@@ -3,7 +3,7 @@
 `AwsEmulator` starts moto's `ThreadedMotoServer` on 127.0.0.1, creates an admin IAM user while
 moto still accepts anonymous calls, then switches IAM enforcement on, so that from then on the
 policies of the IRSA role decide what the stand-in agents may do in S3 and Secrets Manager
-(see /work/shared/reference/moto-iam.md). Around moto's WSGI app sits a small middleware that
+(moto's switch is `/moto-api/reset-auth`; the patches below say what each one adds). Around moto's WSGI app sits a small middleware that
 logs every AWS call, injects faults on request, and serves the admin API under `/sandbox/`.
 
 moto keeps its state per process, so run one `AwsEmulator` per process.

@@ -4,7 +4,6 @@
 each in its own process group, and builds their environment from the values of the agent Helm
 release that was actually installed, so a self-test run on it proves the rendered configuration
 (XCom backend, secrets backend, remote logging) rather than one the sandbox made up.
-Recipe, settings and REST gotchas: /work/shared/reference/airflow-standin.md.
 
 How the values become the task environment (mirrors the chart's `astro-agent.agentEnv` helper):
 - `xcomBackend` -> AIRFLOW__CORE__XCOM_BACKEND, `secretBackend` -> AIRFLOW__SECRETS__BACKEND,
@@ -43,6 +42,7 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +114,11 @@ class Ports:
     api: int
     worker_log_server: int
     trigger_log_server: int
+
+
+def _beats_since(component: Mapping[str, Any], moment: datetime) -> bool:
+    beat = next((value for key, value in component.items() if key.startswith("latest_") and value), None)
+    return component.get("status") == "healthy" and beat is not None and datetime.fromisoformat(beat) >= moment
 
 
 def _free_port() -> int:
@@ -206,9 +211,10 @@ class AgentStandIn:
         if not self._migrated:
             self._migrate_db(env)
             self._migrated = True
+        launched = datetime.now(UTC)
         for component, command in _COMMANDS.items():
             self._processes[component] = self._launch(component, command, self._component_env(component, env))
-        self._wait_until_healthy(timeout)
+        self._wait_until_healthy(timeout, launched)
         return self
 
     def stop(self, timeout: float = 6.0) -> None:
@@ -350,15 +356,19 @@ class AgentStandIn:
                 start_new_session=True,  # its own process group, so stop() reaches its children too
             )
 
-    def _wait_until_healthy(self, timeout: float) -> None:
+    def _wait_until_healthy(self, timeout: float, launched: datetime) -> None:
+        """Until this start's scheduler, Dag processor and triggerer heartbeat.
+
+        After a restart the kept database still holds the old processes' heartbeats, which the health
+        endpoint reports as healthy for a while: only a heartbeat newer than the launch counts.
+        """
         deadline = time.monotonic() + timeout
         health: dict[str, Any] = {}
         while time.monotonic() < deadline:
             self._raise_if_a_process_exited()
             health = self._health()
-            if health and all(
-                (health.get(part) or {}).get("status") == "healthy"
-                for part in ("metadatabase", "scheduler", "dag_processor", "triggerer")
+            if health and (health.get("metadatabase") or {}).get("status") == "healthy" and all(
+                _beats_since(health.get(part) or {}, launched) for part in ("scheduler", "dag_processor", "triggerer")
             ):
                 return
             time.sleep(0.25)

@@ -294,6 +294,11 @@ def test_unreachable_deployment_api_is_one_finding(environment: Sandbox, spec: E
 
 def test_queue_without_worker_stays_queued_and_names_workers_queue(environment: Sandbox, spec: EnvironmentSpec) -> None:
     restart_agents(environment, lambda v: v.update(workers=[w for w in v["workers"] if w["queues"] != "heavy"]))
+    # A just-restarted triggerer can take ~30 s to run its first trigger here; one self-test on the
+    # queue that has a worker warms it, so the short wait below measures only the missing worker.
+    with DeploymentHook(spec.astro.deployment_connection_id).get_conn() as client:
+        warm_up = client.trigger(contract.SELFTEST_DAG_ID, {"nonce": "warm-up", "queues": ["default"]})
+        client.wait(contract.SELFTEST_DAG_ID, warm_up, timeout=RUN_TIMEOUT)
 
     failing = check_health(spec, timeout=NO_WORKER_TIMEOUT)
 
