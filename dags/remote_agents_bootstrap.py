@@ -23,7 +23,11 @@ from remote_agents.environments import (
     fail_run_when_a_task_failed,
     invalid_spec_dag,
 )
-from remote_agents.operators.astro import EnsureAgentTokenOperator, EnsureRegistrySecretOperator
+from remote_agents.operators.astro import (
+    EnsureAgentTokenOperator,
+    EnsureRegistrySecretOperator,
+    UpdateRemoteExecutionSettingsOperator,
+)
 from remote_agents.operators.base import as_bool
 from remote_agents.operators.cluster import EnsureEksClusterOperator, WaitForEksNodegroupsOperator
 from remote_agents.operators.helm import HelmUpgradeInstallOperator
@@ -48,7 +52,10 @@ A second run changes nothing.
 
 1. EKS cluster, node groups and VPC (waits for ACTIVE deferred), its OIDC provider, the IRSA role(s)
    trusting exactly the agents' ServiceAccounts (skipped for `cluster.kind: existing`);
-2. namespace, agent-token Secret (a token created through the Astro API, written straight into the
+2. when `astro.allowed_ip_ranges` is set, the Deployment's allowed IP address ranges made to
+   include those ranges and the VPC's egress IP (its NAT gateway); with `astro.show_task_logs`, its
+   task log bucket and URL pattern pointed at the agents' log bucket;
+   namespace, agent-token Secret (a token created through the Astro API, written straight into the
    Secret), registry pull Secret, pip constraints ConfigMap; these and the IRSA roles need only the
    control plane, so they run while the node groups are still being created;
 3. `helm upgrade --install` of the agent chart with the rendered values (role ARN already in place,
@@ -181,6 +188,19 @@ def build_bootstrap_dag(environment: EnvironmentFile) -> DAG:
             # the install waits for the nodes its pods land on.
             chain(cluster, [nodes, oidc, namespace])
             waits_for += [nodes, roles]
+        if spec.astro.allowed_ip_ranges is not None or spec.astro.show_task_logs:
+            from remote_agents.render.deployment import build_task_log_settings
+
+            egress = [cluster.output["egress_ips"]] if spec.eks else []
+            ranges = None if spec.astro.allowed_ip_ranges is None else [*spec.astro.allowed_ip_ranges, *egress]
+            settings = UpdateRemoteExecutionSettingsOperator(
+                task_id="ensure_deployment_settings", deployment_id=spec.astro.deployment_id,
+                organization_id=spec.astro.organization_id, astro_conn_id=spec.astro.connection_id,
+                include_allowed_ip_address_ranges=ranges, dry_run=DRY_RUN,
+                **(build_task_log_settings(spec) if spec.astro.show_task_logs else {}),
+            )
+            # Agents that start before their egress IP is allowed are refused by Astro until it is.
+            waits_for.append(settings)
         values = render_values()
         helm = HelmUpgradeInstallOperator(
             task_id="helm_upgrade_install",

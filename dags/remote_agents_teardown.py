@@ -20,7 +20,11 @@ from remote_agents.environments import (
     fail_run_when_a_task_failed,
     invalid_spec_dag,
 )
-from remote_agents.operators.astro import RevokeAgentTokenOperator, RevokeRegistryTokenOperator
+from remote_agents.operators.astro import (
+    RevokeAgentTokenOperator,
+    RevokeRegistryTokenOperator,
+    UpdateRemoteExecutionSettingsOperator,
+)
 from remote_agents.operators.base import as_bool
 from remote_agents.operators.cluster import DeleteEksClusterOperator
 from remote_agents.operators.helm import HelmUninstallOperator
@@ -32,7 +36,8 @@ DRY_RUN = "{{ params.dry_run }}"
 DOC = """
 ### Tear down Remote Execution Agents: `{name}`
 
-Uninstalls the agent release, revokes the agent and registry tokens in Astro, deletes our Secrets,
+Uninstalls the agent release, revokes the agent and registry tokens in Astro, undoes the Deployment
+settings the bootstrap made (`astro.allowed_ip_ranges`, `astro.show_task_logs`), deletes our Secrets,
 ConfigMap and namespace, then the IRSA role(s), the OIDC provider, the node groups, the cluster,
 its VPC and the EKS roles — each only if this project created it (ownership labels and tags).
 Something that exists but is not ours is left alone and listed as skipped.
@@ -103,10 +108,33 @@ def build_teardown_dag(environment: EnvironmentFile) -> DAG:
                                     configmap_name=naming.constraints_configmap_name(spec), **common),
         ]
         namespace = DeleteNamespaceOperator(task_id="delete_namespace", **common)
-        chain(check_confirmation(), cluster_reachable(), uninstall, revoke)
+        check_confirmation_task = check_confirmation()
+        chain(check_confirmation_task, cluster_reachable(), uninstall, revoke)
         cross_downstream(revoke, delete_objects)
         chain(delete_objects, namespace)
 
+        settings_tasks = []
+        if spec.astro.allowed_ip_ranges is not None or spec.astro.show_task_logs:
+
+            @task
+            def egress_ips() -> list[str]:
+                """The public IPs of our VPC's NAT gateway, found by ownership tags (read before the VPC goes)."""
+                from remote_agents.hooks.aws import VpcHook
+
+                if not spec.eks:
+                    return []
+                ec2 = VpcHook(aws_conn_id=spec.aws_conn_id, region_name=spec.eks.region)
+                return [a["PublicIp"] for a in ec2.find("addresses", naming.ownership_tags(spec)) if a.get("PublicIp")]
+
+            addresses = egress_ips()
+            ranges = None if spec.astro.allowed_ip_ranges is None else [*spec.astro.allowed_ip_ranges, addresses]
+            settings = UpdateRemoteExecutionSettingsOperator(
+                task_id="restore_deployment_settings", deployment_id=spec.astro.deployment_id,
+                organization_id=spec.astro.organization_id, astro_conn_id=spec.astro.connection_id,
+                exclude_allowed_ip_address_ranges=ranges, clear_task_logs=spec.astro.show_task_logs, dry_run=DRY_RUN,
+            )
+            chain(check_confirmation_task, addresses, settings)
+            settings_tasks = [settings]
         aws_tasks = []
         if spec.eks:
             tags = naming.ownership_tags(spec)
@@ -124,6 +152,8 @@ def build_teardown_dag(environment: EnvironmentFile) -> DAG:
             roles.trigger_rule = TriggerRule.NONE_FAILED
             chain(namespace, roles, oidc, cluster)
             aws_tasks = [roles, oidc, cluster]
+            if settings_tasks:
+                chain(addresses, cluster)  # the addresses go with the VPC
 
         sources = [t.task_id for t in dag.tasks]
 
@@ -141,7 +171,7 @@ def build_teardown_dag(environment: EnvironmentFile) -> DAG:
             print(markdown)
             return markdown
 
-        chain([namespace, *aws_tasks], summary())
+        chain([namespace, *aws_tasks, *settings_tasks], summary())
         fail_run_when_a_task_failed(dag)
     return dag
 

@@ -8,6 +8,7 @@ Secrets are never part of a spec: it names Airflow Connections that hold them.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -71,6 +72,20 @@ def _problems(items: list[tuple[str, str]]) -> PydanticCustomError:
     """
     summary = "; ".join(f"{path}: {message}" if path else message for path, message in items)
     return PydanticCustomError("problems", "{summary}", {"summary": summary, "problems": items})
+
+
+def _is_ipv4_network(cidr: str) -> bool:
+    try:
+        return "/" in cidr and ipaddress.ip_network(cidr, strict=True).version == 4
+    except ValueError:
+        return False
+
+
+def _cidr_suggestion(text: str) -> str:
+    try:
+        return repr(str(ipaddress.ip_network(text if "/" in text else f"{text}/32", strict=False)))
+    except ValueError:
+        return "a range like '203.0.113.0/24' or one address like '198.51.100.7/32'"
 
 
 def _dns_label(value: str, what: str) -> str:
@@ -171,6 +186,8 @@ class AstroSpec(SpecModel):
     agent_token_secret_name: Annotated[str, Field(description="Kubernetes Secret holding the agent token (key `token`); chart `agentTokenSecretName`.")] = "astro-agent-token"
     registry_secret_name: Annotated[str, Field(description="Kubernetes `dockerconfigjson` Secret for the registry; chart `imagePullSecretName`.")] = "astro-registry"
     agent_token_expiry_days: Annotated[int, Field(description="Lifetime of agent and Deployment API tokens the bootstrap creates.", ge=1, le=3650)] = 365
+    show_task_logs: Annotated[bool, Field(description="Point the Deployment's task logs (`remoteExecution.taskLogBucket` and `taskLogUrlPattern`) at `backends.logs`, so the Airflow UI shows the agents' logs; teardown unsets them. Astro also needs read access to that bucket (a customer-managed workload identity), which this project does not create.")] = False
+    allowed_ip_ranges: Annotated[list[str] | None, Field(description="Manage the Deployment's allowed IP address ranges: the bootstrap makes sure they include these CIDRs and the egress IP of the VPC it created (its NAT gateway), and teardown takes them out again. Ranges added by anyone else are kept. Left out: the bootstrap does not touch the setting.")] = None
 
     @field_validator("deployment_api_url")
     @classmethod
@@ -184,6 +201,17 @@ class AstroSpec(SpecModel):
                 "like https://<clusterId>.external.astronomer.run/<deploymentShortId>",
             )
         return value.rstrip("/")
+
+    @field_validator("allowed_ip_ranges")
+    @classmethod
+    def _cidrs(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        bad = [cidr for cidr in value if not _is_ipv4_network(cidr)]
+        if bad:
+            fixes = ", ".join(f"{cidr!r} -> {_cidr_suggestion(cidr)}" for cidr in bad)
+            raise _problem("cidr", f"not IPv4 CIDRs with their host bits zero; write {fixes}")
+        return sorted(set(value))
 
     @field_validator("agent_image")
     @classmethod

@@ -358,6 +358,29 @@ def test_equal_remote_execution_settings_make_zero_writes(sb: Sandbox) -> None:
     assert (actions(result), sb.astro.mutating_calls) == (["unchanged"], [])
 
 
+def test_included_ranges_are_added_to_others_and_excluded_ones_taken_out(sb: Sandbox) -> None:
+    settings_op(allowed_ip_address_ranges=["192.0.2.0/24"], task_log_bucket=None).execute({})
+    include = ["203.0.113.0/24", ["198.51.100.7"]]  # the nested list is what an egress_ips XCom renders to
+
+    added = settings_op(allowed_ip_address_ranges=None, include_allowed_ip_address_ranges=include,
+                        task_log_bucket=None).execute({})
+    again = settings_op(allowed_ip_address_ranges=None, include_allowed_ip_address_ranges=include,
+                        task_log_bucket=None).execute({})
+    assert sorted(sb.astro.deployment(DEP).allowed_ip_address_ranges) == [
+        "192.0.2.0/24", "198.51.100.7/32", "203.0.113.0/24"]
+    removed = settings_op(allowed_ip_address_ranges=None, exclude_allowed_ip_address_ranges=include,
+                          task_log_bucket=None).execute({})
+
+    assert (actions(added), actions(again), actions(removed)) == (["updated"], ["unchanged"], ["updated"])
+    assert sb.astro.deployment(DEP).allowed_ip_address_ranges == ["192.0.2.0/24"]
+
+
+def test_exact_and_included_ranges_together_are_refused_before_any_call(sb: Sandbox) -> None:
+    with pytest.raises(ConfigError, match="not both"):
+        settings_op(include_allowed_ip_address_ranges=["192.0.2.0/24"]).execute({})
+    assert sb.astro.calls == []
+
+
 def test_remote_execution_settings_dry_run_changes_nothing(sb: Sandbox) -> None:
     result = settings_op(dry_run=True).execute({})
 

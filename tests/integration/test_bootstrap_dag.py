@@ -14,6 +14,8 @@ import jsonschema
 import pytest
 
 from remote_agents import naming
+from remote_agents.hooks.astro import AstroHook
+from remote_agents.render.deployment import LOG_FILENAME_TEMPLATE
 from sandbox.environment import Sandbox
 
 pytestmark = pytest.mark.sandbox
@@ -109,6 +111,11 @@ def test_fresh_bootstrap_installs_agents_with_valid_values_live_tokens_and_exact
     (condition,) = [s["Condition"]["StringEquals"] for s in role["AssumeRolePolicyDocument"]["Statement"]]
     subjects = next(v for k, v in condition.items() if k.endswith(":sub"))
     assert sorted(subjects) == sorted(naming.service_account_subjects(spec))
+    (nat_ip,) = [a["PublicIp"] for a in clean.aws.admin_client("ec2").describe_addresses()["Addresses"]]
+    deployment = clean.astro.deployment(spec.astro.deployment_id)
+    assert deployment.allowed_ip_address_ranges == sorted([*spec.astro.allowed_ip_ranges, f"{nat_ip}/32"])
+    assert (deployment.task_log_bucket, deployment.task_log_url_pattern) == (
+        f"s3://{spec.backends.logs.bucket}/{spec.backends.logs.prefix}", LOG_FILENAME_TEMPLATE)
     assert "**27 created**" in last_summary(BOOTSTRAP)
 
 
@@ -242,6 +249,10 @@ def test_teardown_removes_everything_of_ours_and_nothing_else(dagbag: Any, clean
     clean.kube.faults.clear()
     subprocess.run(["kubectl", "create", "namespace", "customer-apps"], env={**clean.env(), "PATH": str(ROOT / ".tools/bin")},
                    check=True, capture_output=True)
+    AstroHook(spec.astro.connection_id).update_remote_execution(
+        spec.astro.deployment_id,
+        allowed_ip_address_ranges=[*clean.astro.deployment(spec.astro.deployment_id).allowed_ip_address_ranges,
+                                   "203.0.113.9/32"])
 
     state, tasks = teardown(dagbag, confirm=spec.name)
 
@@ -254,4 +265,7 @@ def test_teardown_removes_everything_of_ours_and_nothing_else(dagbag: Any, clean
     namespaces = {ns["metadata"]["name"] for ns in clean.kube.list_objects("namespaces")}
     assert spec.namespace not in namespaces and "customer-apps" in namespaces
     assert clean.astro.live_agent_tokens() == [] and clean.astro.live_api_tokens() == []
+    deployment = clean.astro.deployment(spec.astro.deployment_id)
+    assert deployment.allowed_ip_address_ranges == ["203.0.113.9/32"]
+    assert (deployment.task_log_bucket, deployment.task_log_url_pattern) == (None, None)
     assert teardown(dagbag, confirm=spec.name)[0] == "success"  # a second teardown finds nothing and is fine

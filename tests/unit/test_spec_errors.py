@@ -86,6 +86,10 @@ def case(case_id: str, base: dict[str, Any], mutation: Mutation, path: str, valu
 IMAGE = "images.astronomer.cloud/baseimages/astro-remote-execution-agent"
 
 CASES = [
+    case("allowed-range-with-host-bits", TUTORIAL, put("astro.allowed_ip_ranges", ["203.0.113.7/24"]),
+         "astro.allowed_ip_ranges", "'203.0.113.7/24'", "'203.0.113.0/24'"),
+    case("allowed-range-without-prefix", TUTORIAL, put("astro.allowed_ip_ranges", ["198.51.100.7"]),
+         "astro.allowed_ip_ranges", "'198.51.100.7'", "'198.51.100.7/32'"),
     case("two-workers-on-one-queue", TUTORIAL, append("workers", {"name": "etl", "queue": "default"}),
          "workers[1].queue", "'default'", "own queue"),
     case("queue-list-with-two-queues", TUTORIAL, put("workers[0].queue", ["default", "etl"]),

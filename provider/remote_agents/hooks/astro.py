@@ -289,17 +289,19 @@ class AstroHook(BaseHook):
 
     def update_remote_execution(self, deployment_id: str, *, allowed_ip_address_ranges: Sequence[str] | None = None,
                                 task_log_bucket: str | None = None, task_log_url_pattern: str | None = None,
-                                workload_identity: str | None = None) -> dict[str, Any]:
+                                clear_task_logs: bool = False, workload_identity: str | None = None) -> dict[str, Any]:
         """Change the given Remote Execution settings (None keeps one) and keep everything else as it is.
 
         The API takes only a complete update body, so the Deployment is read first and the body rebuilt
-        from it (``update_request``), the way the Astro CLI does. Returns the updated Deployment.
+        from it (``update_request``), the way the Astro CLI does. ``clear_task_logs`` leaves the task log
+        bucket and URL pattern out of that body. Returns the updated Deployment.
         """
         current = self.get_deployment(deployment_id)
         changes = {"allowedIpAddressRanges": list(allowed_ip_address_ranges)
                    if allowed_ip_address_ranges is not None else None,
                    "taskLogBucket": task_log_bucket, "taskLogUrlPattern": task_log_url_pattern}
         body = update_request(current, remote_execution={k: v for k, v in changes.items() if v is not None},
+                              cleared=("taskLogBucket", "taskLogUrlPattern") if clear_task_logs else (),
                               workload_identity=workload_identity)
         return self.request("POST", f"{self._org_path}/deployments/{deployment_id}", json=body,
                             permission="deployment.update")
@@ -371,8 +373,10 @@ _KEPT_FIELDS = (
 
 
 def update_request(current: Mapping[str, Any], *, remote_execution: Mapping[str, Any] | None = None,
-                   workload_identity: str | None = None) -> dict[str, Any]:
+                   cleared: Sequence[str] = (), workload_identity: str | None = None) -> dict[str, Any]:
     """A complete ``UpdateDeploymentRequest`` that keeps every setting of ``current`` but the changes given.
+
+    ``cleared`` names ``remoteExecution`` keys to leave out, so that the update unsets them.
 
     Secret environment variables are sent with their key and no value: GET never returns a secret
     value, and the API keeps the stored one (the Astro CLI's ``deployment update`` relies on this too).
@@ -395,6 +399,8 @@ def update_request(current: Mapping[str, Any], *, remote_execution: Mapping[str,
                if key in settings},
             **(remote_execution or {}),
         }
+        for key in cleared:
+            body["remoteExecution"].pop(key, None)
     elif remote_execution:
         raise ConfigError([f"deployment_id: Deployment {current.get('id')} does not have Remote Execution enabled; "
                            "create a Remote Execution Deployment and use its id"], source="Astro API")

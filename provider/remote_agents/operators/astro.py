@@ -450,23 +450,38 @@ class RevokeRegistryTokenOperator(_RevokeTokenOperator):
 
 
 class UpdateRemoteExecutionSettingsOperator(BaseOperator):
-    """Converge a Remote Execution Deployment's settings: allowed IP ranges and task log bucket (reference 5.1, 8.9).
+    """Converge a Remote Execution Deployment's settings: allowed IP ranges and task log bucket.
 
-    Only the settings given (not None) are managed; the others keep their value. Equal settings mean
-    no write. The agents' cluster egress IPs must be in the allowed ranges, or heartbeats get 403.
+    Only the settings given (not None) are managed; the others keep their value, and so does every
+    other setting of the Deployment (the update body is rebuilt from a GET, see
+    ``AstroHook.update_remote_execution``). Equal settings mean no write. The agents' egress IPs must
+    be in the allowed ranges, or their heartbeats get 403.
+
+    :param deployment_id: the Remote Execution Deployment
+    :param allowed_ip_address_ranges: the exact list of allowed ranges (CIDRs)
+    :param include_allowed_ip_address_ranges: ranges that must be allowed, keeping any others; items
+        are CIDRs, bare IPs (taken as ``/32``) or lists of them (an XCom such as a cluster's ``egress_ips``)
+    :param exclude_allowed_ip_address_ranges: ranges to take out (teardown), same forms
+    :param task_log_bucket: the bucket URL Astro reads task logs from
+    :param task_log_url_pattern: the URL pattern of one task's log in that bucket
+    :param clear_task_logs: unset the task log bucket and URL pattern (teardown)
+    :param astro_conn_id: the ``astro`` Connection
+    :param organization_id: overrides the Connection's ``extra.organization_id``
+    :param dry_run: report what would change, change nothing
 
     Example::
 
         UpdateRemoteExecutionSettingsOperator(
-            task_id="remote_execution_settings", deployment_id="clxyz...",
-            allowed_ip_address_ranges=["203.0.113.0/24"], task_log_bucket="s3://acme-agent-logs/logs",
+            task_id="allowed_ip_ranges", deployment_id="clxyz...",
+            include_allowed_ip_address_ranges=["203.0.113.0/24", cluster.output["egress_ips"]],
         )
 
     Returns ``{"changes": [...], "remote_api_url": ...}`` (the chart's ``astroDeploymentAPIURL``).
     """
 
     template_fields: Sequence[str] = (
-        "deployment_id", "organization_id", "astro_conn_id", "allowed_ip_address_ranges", "task_log_bucket",
+        "deployment_id", "organization_id", "astro_conn_id", "allowed_ip_address_ranges",
+        "include_allowed_ip_address_ranges", "exclude_allowed_ip_address_ranges", "task_log_bucket",
         "task_log_url_pattern", "dry_run",
     )
 
@@ -475,8 +490,11 @@ class UpdateRemoteExecutionSettingsOperator(BaseOperator):
         *,
         deployment_id: str,
         allowed_ip_address_ranges: Sequence[str] | None = None,
+        include_allowed_ip_address_ranges: Sequence[Any] | None = None,
+        exclude_allowed_ip_address_ranges: Sequence[Any] | None = None,
         task_log_bucket: str | None = None,
         task_log_url_pattern: str | None = None,
+        clear_task_logs: bool = False,
         astro_conn_id: str = AstroHook.default_conn_name,
         organization_id: str | None = None,
         dry_run: bool | str = False,
@@ -484,7 +502,10 @@ class UpdateRemoteExecutionSettingsOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.deployment_id = deployment_id
+        self.clear_task_logs = clear_task_logs
         self.allowed_ip_address_ranges = allowed_ip_address_ranges
+        self.include_allowed_ip_address_ranges = include_allowed_ip_address_ranges
+        self.exclude_allowed_ip_address_ranges = exclude_allowed_ip_address_ranges
         self.task_log_bucket = task_log_bucket
         self.task_log_url_pattern = task_log_url_pattern
         self.astro_conn_id = astro_conn_id
@@ -492,6 +513,10 @@ class UpdateRemoteExecutionSettingsOperator(BaseOperator):
         self.dry_run = dry_run
 
     def execute(self, context: Any) -> dict[str, Any]:
+        if self.allowed_ip_address_ranges is not None and (self.include_allowed_ip_address_ranges is not None
+                                                           or self.exclude_allowed_ip_address_ranges is not None):
+            raise ConfigError(["allowed_ip_address_ranges: give the exact list, or ranges to include/exclude, "
+                               "not both"], source=self.task_id)
         astro = AstroHook(self.astro_conn_id, self.organization_id)
         settings = astro.get_deployment(self.deployment_id).get("remoteExecution") or {}
         if not settings.get("enabled"):
@@ -502,21 +527,42 @@ class UpdateRemoteExecutionSettingsOperator(BaseOperator):
             )
         current = _remote_execution_view(settings)
         wanted = {
-            "allowedIpAddressRanges": (sorted(self.allowed_ip_address_ranges)
-                                       if self.allowed_ip_address_ranges is not None else None),
+            "allowedIpAddressRanges": self._wanted_ranges(current["allowedIpAddressRanges"]),
             "taskLogBucket": self.task_log_bucket,
             "taskLogUrlPattern": self.task_log_url_pattern,
         }
         desired = {**current, **{key: value for key, value in wanted.items() if value is not None}}
+        if self.clear_task_logs:
+            desired.update(taskLogBucket=None, taskLogUrlPattern=None)
         diff = diff_values(current, desired)
         dry_run = as_bool(self.dry_run)
         if diff and not dry_run:
             astro.update_remote_execution(self.deployment_id, allowed_ip_address_ranges=wanted["allowedIpAddressRanges"],
                                           task_log_bucket=self.task_log_bucket,
-                                          task_log_url_pattern=self.task_log_url_pattern)
+                                          task_log_url_pattern=self.task_log_url_pattern,
+                                          clear_task_logs=self.clear_task_logs)
         change = Change(f"astro:deployment/{self.deployment_id}/remoteExecution",
                         Action.UPDATED if diff else Action.UNCHANGED, diff, dry_run)
         return report_changes(self.log, [change], remote_api_url=settings.get("remoteApiUrl"))
+
+    def _wanted_ranges(self, current: list[str]) -> list[str] | None:
+        if self.allowed_ip_address_ranges is not None:
+            return sorted(_ranges(self.allowed_ip_address_ranges))
+        if self.include_allowed_ip_address_ranges is None and self.exclude_allowed_ip_address_ranges is None:
+            return None
+        included = set(current) | _ranges(self.include_allowed_ip_address_ranges or [])
+        return sorted(included - _ranges(self.exclude_allowed_ip_address_ranges or []))
+
+
+def _ranges(items: Sequence[Any]) -> set[str]:
+    """CIDRs from CIDRs, bare IPs (/32) and nested lists of either (an XCom of egress IPs)."""
+    flat: set[str] = set()
+    for item in items:
+        if isinstance(item, (list, tuple)):
+            flat |= _ranges(item)
+        elif item:
+            flat.add(str(item) if "/" in str(item) else f"{item}/32")
+    return flat
 
 
 def _remote_execution_view(settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -145,9 +145,10 @@ class EnsureEksClusterOperator(_EksOperator):
     ``create_if_missing=False`` nothing is created or changed: the cluster must exist and be ACTIVE
     (a cluster made elsewhere, used as it is). Returns ``{"changes": [...], "cluster_name",
     "cluster_arn", "endpoint", "oidc_issuer", "kubernetes_version", "vpc_id", "subnet_ids",
-    "node_subnet_ids", "cluster_role_arn", "node_role_arn", "nodegroup_names"}``; ``nodegroup_names``
-    are the node groups this task ensured (none when adopting), also pushed under the XCom key
-    ``nodegroup_names``.
+    "node_subnet_ids", "egress_ips", "cluster_role_arn", "node_role_arn", "nodegroup_names"}``;
+    ``nodegroup_names`` are the node groups this task ensured (none when adopting), and ``egress_ips``
+    the public address of our VPC's NAT gateway (none when the subnets are given or adopted), each also
+    pushed under its own XCom key.
 
     .. code-block:: python
 
@@ -202,10 +203,12 @@ class EnsureEksClusterOperator(_EksOperator):
 
     @staticmethod
     def _publish(context: Any, result: dict[str, Any]) -> dict[str, Any]:
-        """Also under its own XCom key, so ``output["nodegroup_names"]`` can feed a WaitForEksNodegroupsOperator."""
+        """Also under their own XCom keys, so ``output["nodegroup_names"]`` can feed a WaitForEksNodegroupsOperator
+        and ``output["egress_ips"]`` an UpdateRemoteExecutionSettingsOperator."""
         ti = context.get("ti") if context else None
         if ti is not None:
             ti.xcom_push(key="nodegroup_names", value=result.get("nodegroup_names", []))
+            ti.xcom_push(key="egress_ips", value=result.get("egress_ips", []))
         return result
 
     def _converge(self) -> dict[str, Any]:
@@ -407,6 +410,7 @@ class VpcConvergence:
         self.ownership = ownership
         self.dry_run = dry_run
         self.changes: list[Change] = []
+        self.egress_ips: list[str] = []
 
     def key(self, tags: dict[str, str]) -> dict[str, str]:
         return {**self.ownership, "Name": tags["Name"]}
@@ -430,6 +434,7 @@ class VpcConvergence:
             "vpc_id": vpc_id,
             "subnet_ids": [subnets[name] for name in self.plan["cluster_subnets"]],
             "node_subnet_ids": [subnets[name] for name in self.plan["node_subnets"]],
+            "egress_ips": self.egress_ips,
         }
         return self.changes, network
 
@@ -524,6 +529,8 @@ class VpcConvergence:
             self._add("elastic-ip", tags["Name"], Action.CREATED)
         else:
             self._add("elastic-ip", tags["Name"], Action.UNCHANGED)
+        # The agents' traffic to Astro leaves from this address: Astro's allowed IP ranges need it.
+        self.egress_ips = [address["PublicIp"]] if address.get("PublicIp") else []
         live = [n for n in self.ec2.find("nat_gateways", self.key(tags), vpc_id=vpc_id) if n["State"] in NAT_LIVE_STATES] if vpc_id else []
         if live:
             self._add("nat-gateway", tags["Name"], Action.UNCHANGED)
