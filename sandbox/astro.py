@@ -692,7 +692,10 @@ def _json_body(request: Request) -> dict[str, Any]:
 
 
 def _page(key: str, items: list[dict[str, Any]], request: Request) -> dict[str, Any]:
-    """Offset/limit pagination as in the v1 list endpoints (the document bounds and types both)."""
+    """Offset/limit pagination as in the v1 list endpoints (the document bounds and types both).
+
+    Lenient: ``sorts`` is accepted (the document allows it) but not applied; items come in creation order.
+    """
     offset = int(request.args.get("offset", 0))
     limit = int(request.args.get("limit", 20))
     return {key: items[offset : offset + limit], "offset": offset, "limit": limit, "totalCount": len(items)}
