@@ -479,10 +479,10 @@ class UpdateRemoteExecutionSettingsOperator(BaseOperator):
     Returns ``{"changes": [...], "remote_api_url": ...}`` (the chart's ``astroDeploymentAPIURL``).
     """
 
+    # task_log_url_pattern is not templated: it is itself a Jinja template, which Astro renders per task.
     template_fields: Sequence[str] = (
         "deployment_id", "organization_id", "astro_conn_id", "allowed_ip_address_ranges",
-        "include_allowed_ip_address_ranges", "exclude_allowed_ip_address_ranges", "task_log_bucket",
-        "task_log_url_pattern", "dry_run",
+        "include_allowed_ip_address_ranges", "exclude_allowed_ip_address_ranges", "task_log_bucket", "dry_run",
     )
 
     def __init__(
