@@ -116,7 +116,7 @@ def test_fresh_bootstrap_installs_agents_with_valid_values_live_tokens_and_exact
     assert deployment.allowed_ip_address_ranges == sorted([*spec.astro.allowed_ip_ranges, f"{nat_ip}/32"])
     assert (deployment.task_log_bucket, deployment.task_log_url_pattern) == (
         f"s3://{spec.backends.logs.bucket}/{spec.backends.logs.prefix}", LOG_FILENAME_TEMPLATE)
-    assert "**27 created**" in last_summary(BOOTSTRAP)
+    assert "**27 created, 1 updated**" in last_summary(BOOTSTRAP)  # updated: the Deployment's settings
 
 
 def test_second_bootstrap_makes_no_mutating_call_anywhere(dagbag: Any, clean: Sandbox) -> None:
