@@ -34,6 +34,7 @@ from remote_agents.operators.helm import HelmUpgradeInstallOperator
 from remote_agents.operators.irsa import EnsureIrsaRoleOperator, EnsureOidcProviderOperator
 from remote_agents.operators.kubernetes import EnsureConfigMapOperator, EnsureNamespaceOperator, EnsureSecretOperator
 from remote_agents.render.cluster import build_eks_cluster_inputs
+from remote_agents.render.deployment import build_task_log_settings
 from remote_agents.spec import EnvironmentSpec
 
 log = logging.getLogger(__name__)
@@ -189,8 +190,6 @@ def build_bootstrap_dag(environment: EnvironmentFile) -> DAG:
             chain(cluster, [nodes, oidc, namespace])
             waits_for += [nodes, roles]
         if spec.astro.allowed_ip_ranges is not None or spec.astro.show_task_logs:
-            from remote_agents.render.deployment import build_task_log_settings
-
             egress = [cluster.output["egress_ips"]] if spec.eks else []
             ranges = None if spec.astro.allowed_ip_ranges is None else [*spec.astro.allowed_ip_ranges, *egress]
             settings = UpdateRemoteExecutionSettingsOperator(

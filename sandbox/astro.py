@@ -55,7 +55,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
 from sandbox.astro_contract import (
-    ContractViolation,
+    ApiError,
     Operation,
     check_parameters_and_body,
     check_security,
@@ -68,14 +68,6 @@ ADMIN_PATH_PREFIX = "/sandbox/"
 _READ_METHODS = frozenset({"GET", "HEAD"})
 # Deployment-scoped roles: the built-in one. Custom Deployment roles (by id) are not emulated.
 _DEPLOYMENT_ROLES = frozenset({"DEPLOYMENT_ADMIN"})
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, field_errors: list[dict[str, str]] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.field_errors = field_errors or []
 
 
 def _field_error(field_name: str, message: str, code: str = "invalid") -> ApiError:
@@ -471,7 +463,7 @@ class AstroEmulator:
             return injected, {"message": "Injected fault: internal server error"}, None
         try:
             operation = find_operation(request)
-        except ContractViolation as violation:
+        except ApiError as violation:
             return violation.status, {"message": violation.message}, None
         try:
             # The order of a gateway in front of a handler: who you are, what you may do, what you sent.
@@ -483,7 +475,7 @@ class AstroEmulator:
                 return 501, {"message": f"{operation.operation_id} is not emulated"}, operation
             with self._lock:
                 status, body = handler(request, **operation.path_params)
-        except (ApiError, ContractViolation) as error:
+        except ApiError as error:
             status, body = error.status, {"message": error.message, "fieldErrors": error.field_errors}
         return status, body, operation
 

@@ -43,8 +43,8 @@ class Operation:
     path_params: dict[str, str]
 
 
-class ContractViolation(Exception):
-    """A request the document refuses: the status and the API's ``Error`` fields."""
+class ApiError(Exception):
+    """An answer in the API's ``Error`` shape: the status, the message and its ``fieldErrors``."""
 
     def __init__(self, status: int, message: str, field_errors: list[dict[str, str]] | None = None) -> None:
         super().__init__(message)
@@ -78,13 +78,13 @@ def _closed_requests(schemas: dict[str, Any]) -> dict[str, Any]:
 
 
 def find_operation(request: Request) -> Operation:
-    """The document's operation a request calls; ContractViolation 404 (path) or 405 (method) if none."""
+    """The document's operation a request calls; ApiError 404 (path) or 405 (method) if none."""
     try:
         found = APICallPathFinder(_openapi().spec).find(request.method.lower(), request.base_url)
     except PathNotFound:
-        raise ContractViolation(404, f"no such route: {request.path}") from None
+        raise ApiError(404, f"no such route: {request.path}") from None
     except OperationNotFound:
-        raise ContractViolation(405, f"method {request.method} not allowed on {request.path}") from None
+        raise ApiError(405, f"method {request.method} not allowed on {request.path}") from None
     _, template, method = found.operation.parts
     declared = document()["paths"][template][method]
     return Operation(
@@ -95,18 +95,18 @@ def find_operation(request: Request) -> Operation:
 
 
 def check_security(request: Request) -> None:
-    """ContractViolation 401 unless the request carries the document's security (a bearer token)."""
+    """ApiError 401 unless the request carries the document's security (a bearer token)."""
     errors = _openapi().unmarshal_request(WerkzeugOpenAPIRequest(request)).errors
     if any(isinstance(error, SecurityValidationError) for error in errors):
-        raise ContractViolation(401, "Unauthorized: missing bearer token")
+        raise ApiError(401, "Unauthorized: missing bearer token")
 
 
 def check_parameters_and_body(request: Request) -> None:
-    """ContractViolation 400, one ``fieldErrors`` entry per constraint the query or body breaks."""
+    """ApiError 400, one ``fieldErrors`` entry per constraint the query or body breaks."""
     errors = _openapi().unmarshal_request(WerkzeugOpenAPIRequest(request)).errors
     field_errors = [entry for error in errors for entry in _field_errors(error)]
     if field_errors:
-        raise ContractViolation(400, "; ".join(f"{e['field']}: {e['message']}" for e in field_errors), field_errors)
+        raise ApiError(400, "; ".join(f"{e['field']}: {e['message']}" for e in field_errors), field_errors)
 
 
 def response_problems(request: Request, response: Response) -> list[str]:

@@ -289,14 +289,16 @@ class AstroHook(BaseHook):
 
     def update_remote_execution(self, deployment_id: str, *, allowed_ip_address_ranges: Sequence[str] | None = None,
                                 task_log_bucket: str | None = None, task_log_url_pattern: str | None = None,
-                                clear_task_logs: bool = False, workload_identity: str | None = None) -> dict[str, Any]:
+                                clear_task_logs: bool = False, workload_identity: str | None = None,
+                                current: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Change the given Remote Execution settings (None keeps one) and keep everything else as it is.
 
         The API takes only a complete update body, so the Deployment is read first and the body rebuilt
         from it (``update_request``), the way the Astro CLI does. ``clear_task_logs`` leaves the task log
-        bucket and URL pattern out of that body. Returns the updated Deployment.
+        bucket and URL pattern out of that body. ``current`` is the Deployment as just read, to save a GET.
+        Returns the updated Deployment.
         """
-        current = self.get_deployment(deployment_id)
+        current = current or self.get_deployment(deployment_id)
         changes = {"allowedIpAddressRanges": list(allowed_ip_address_ranges)
                    if allowed_ip_address_ranges is not None else None,
                    "taskLogBucket": task_log_bucket, "taskLogUrlPattern": task_log_url_pattern}

@@ -518,7 +518,8 @@ class UpdateRemoteExecutionSettingsOperator(BaseOperator):
             raise ConfigError(["allowed_ip_address_ranges: give the exact list, or ranges to include/exclude, "
                                "not both"], source=self.task_id)
         astro = AstroHook(self.astro_conn_id, self.organization_id)
-        settings = astro.get_deployment(self.deployment_id).get("remoteExecution") or {}
+        deployment = astro.get_deployment(self.deployment_id)
+        settings = deployment.get("remoteExecution") or {}
         if not settings.get("enabled"):
             raise ConfigError(
                 [f"deployment_id: {self.deployment_id} does not have Remote Execution enabled; create a Remote "
@@ -540,7 +541,7 @@ class UpdateRemoteExecutionSettingsOperator(BaseOperator):
             astro.update_remote_execution(self.deployment_id, allowed_ip_address_ranges=wanted["allowedIpAddressRanges"],
                                           task_log_bucket=self.task_log_bucket,
                                           task_log_url_pattern=self.task_log_url_pattern,
-                                          clear_task_logs=self.clear_task_logs)
+                                          clear_task_logs=self.clear_task_logs, current=deployment)
         change = Change(f"astro:deployment/{self.deployment_id}/remoteExecution",
                         Action.UPDATED if diff else Action.UNCHANGED, diff, dry_run)
         return report_changes(self.log, [change], remote_api_url=settings.get("remoteApiUrl"))
