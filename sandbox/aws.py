@@ -40,6 +40,8 @@ import botocore.session
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.wrappers import Request, Response
 
+from sandbox import moto_iam
+
 DEFAULT_REGION = "us-east-1"
 ADMIN_USER_NAME = "sandbox-admin"
 ADMIN_PATH_PREFIX = "/sandbox/"
@@ -90,7 +92,7 @@ _patches_applied = False
 
 
 def apply_moto_patches() -> None:
-    """Apply patches A and B (moto-iam.md), C (signing) and the EKS latency patch; safe to call repeatedly."""
+    """Apply the patches below and AWS's policy evaluation (``sandbox.moto_iam``); safe to call repeatedly."""
     global _patches_applied
     with _patch_lock:
         if _patches_applied:
@@ -101,6 +103,7 @@ def apply_moto_patches() -> None:
         _delay_eks_activation()
         _point_eks_clusters_at_the_emulator()
         _authorize_head_bucket_as_list_bucket()
+        moto_iam.apply()
         _patches_applied = True
 
 

@@ -21,11 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from remote_agents import naming
 from remote_agents.render.policies import EKS_CLUSTER_MANAGED_POLICIES, EKS_NODE_MANAGED_POLICIES
 from remote_agents.spec import EnvironmentSpec
 from sandbox.astro import AstroEmulator
 from sandbox.aws import AwsEmulator
 from sandbox.kube import KubeEmulator
+from sandbox.moto_iam import service_account_token
 from sandbox.standin import AgentStandIn
 from sandbox.webhook import WebhookSink
 
@@ -34,6 +36,16 @@ DEFAULT_SPEC = ROOT / "include" / "environments" / "sandbox.yaml"
 SELFTEST_DAG = ROOT / "dags" / "remote_agents_selftest.py"
 ROLE_ARN_ANNOTATION = "eks.amazonaws.com/role-arn"
 TOOLS = ROOT / ".tools" / "bin"
+# Stand-in processes that run as their own component; the others (scheduler and its task
+# processes, api-server) run as a worker.
+STANDIN_OWN_IDENTITY = (naming.DAG_PROCESSOR, naming.TRIGGERER)
+
+
+@dataclass(frozen=True)
+class AgentIdentity:
+    component: str
+    service_account: str
+    role_arn: str
 
 
 @dataclass(frozen=True)
@@ -120,20 +132,40 @@ class Sandbox:
             )
         return values
 
-    def agents_role_arn(self) -> str:
-        """The IRSA role on the worker ServiceAccount, as the EKS webhook would read it."""
-        worker = next(w for w in self.spec.workers)
-        name = f"{self.spec.resource_name_prefix}-worker-{worker.name}"
-        account = self.kube.get_object("ServiceAccount", name, self.spec.namespace)
+    def agent_identity(self, component: str) -> AgentIdentity:
+        """The ServiceAccount a component's Pods run as (from its installed Deployment) and its IRSA role.
+
+        On EKS the Pod Identity webhook reads the role from the ServiceAccount's annotation and the
+        kubelet projects a token whose ``sub`` is that ServiceAccount; the sandbox does the same.
+        """
+        namespace = self.spec.namespace
+        deployments = self.kube.list_objects("Deployment", namespace, label_selector=f"app=astro-agent,component={component}")
+        if not deployments:
+            raise RuntimeError(f"no {component} Deployment in {namespace}; run the bootstrap Dag first")
+        name = sorted(deployments, key=lambda d: d["metadata"]["name"])[0]["spec"]["template"]["spec"]["serviceAccountName"]
+        account = self.kube.get_object("ServiceAccount", name, namespace)
         annotations = ((account or {}).get("metadata") or {}).get("annotations") or {}
         if ROLE_ARN_ANNOTATION not in annotations:
-            raise RuntimeError(f"ServiceAccount {self.spec.namespace}/{name} has no {ROLE_ARN_ANNOTATION} annotation")
-        return str(annotations[ROLE_ARN_ANNOTATION])
+            raise RuntimeError(f"ServiceAccount {namespace}/{name} has no {ROLE_ARN_ANNOTATION} annotation")
+        return AgentIdentity(component, name, str(annotations[ROLE_ARN_ANNOTATION]))
 
-    def agents_aws_env(self, role_arn: str | None = None) -> dict[str, str]:
-        token_file = self.state_dir / "agents-web-identity-token"
-        token_file.write_text("projected-service-account-token")
-        return self.aws.irsa_env(role_arn or self.agents_role_arn(), str(token_file))
+    def agents_role_arn(self) -> str:
+        """The IRSA role of the workers' ServiceAccount."""
+        return self.agent_identity(naming.WORKER).role_arn
+
+    def agents_aws_env(self, component: str = naming.WORKER) -> dict[str, str]:
+        """The IRSA environment of a component's Pods, with a token for its ServiceAccount."""
+        identity = self.agent_identity(component)
+        token_file = self.state_dir / f"web-identity-token-{component}"
+        token_file.write_text(service_account_token(self.oidc_issuer(), self.spec.namespace, identity.service_account))
+        return self.aws.irsa_env(identity.role_arn, str(token_file), session_name=f"sandbox-{component}")
+
+    def oidc_issuer(self) -> str:
+        """The issuer of the cluster's ServiceAccount tokens, as EKS reports it."""
+        if self.spec.eks is None:
+            raise RuntimeError("IRSA in the sandbox needs an EKS cluster spec")
+        cluster = self.aws.admin_client("eks").describe_cluster(name=self.spec.eks.name)["cluster"]
+        return str(cluster["identity"]["oidc"]["issuer"])
 
     def start_agents(self, values: dict[str, Any] | None = None, parallelism: int = 4) -> AgentStandIn:
         """Start the stand-in for the installed release, with only the self-test Dag in its bundle."""
@@ -145,6 +177,7 @@ class Sandbox:
         agents = AgentStandIn(
             self.state_dir / "agents", dags, values or self.installed_values(), self.agents_aws_env(),
             parallelism=parallelism,
+            component_aws_env={component: self.agents_aws_env(component) for component in STANDIN_OWN_IDENTITY},
         )
         self.agents = agents.start()
         return agents

@@ -19,7 +19,8 @@ How the values become the task environment (mirrors the chart's `astro-agent.age
 
 AWS: `aws_env` gives the processes the IRSA pod environment (AWS_ROLE_ARN,
 AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ENDPOINT_URL, region; no static keys), so moto enforces the role's
-policies. AWS_ENDPOINT_URL alone sends every client to moto; verified (boto3/botocore 1.43,
+policies; `component_aws_env` replaces it for the `dag-processor` and `triggerer` processes, whose
+Pods run as their own ServiceAccounts (the scheduler's task processes are the workers). AWS_ENDPOINT_URL alone sends every client to moto; verified (boto3/botocore 1.43,
 aiobotocore 3.10, s3fs 2026.9, amazon provider 9.39) for the S3 XCom backend (s3fs on aiobotocore,
 including its web-identity STS call), SecretsManagerBackend with endpoint-less BACKEND_KWARGS, and
 S3 remote logging through an endpoint-less AIRFLOW_CONN_AWS_DEFAULT. So no endpoint is written into
@@ -150,11 +151,13 @@ class AgentStandIn:
         aws_env: Mapping[str, str],
         extra_env: Mapping[str, str] | None = None,
         parallelism: int = 2,
+        component_aws_env: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.dags_folder = Path(dags_folder)
         self.values = dict(values)
         self.aws_env = dict(aws_env)
+        self.component_aws_env = {name: dict(env) for name, env in (component_aws_env or {}).items()}
         self.extra_env = dict(extra_env or {})
         self.parallelism = parallelism
         self.ports = Ports(_free_port(), _free_port(), _free_port())
@@ -338,6 +341,9 @@ class AgentStandIn:
             subprocess.run(self._airflow("db", "migrate"), env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
 
     def _component_env(self, component: str, env: dict[str, str]) -> dict[str, str]:
+        if component in self.component_aws_env:
+            # The Dag processor and triggerer Pods have their own ServiceAccount, token and role.
+            return {**env, **self.component_aws_env[component], **self._runtime_settings(), **self.extra_env}
         if component != "api-server":
             return env
         # Astro's API server cannot see the agents' disks: give ours an empty local log folder, so

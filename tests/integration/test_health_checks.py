@@ -206,6 +206,29 @@ def test_xcom_policy_statement_removed_names_the_role_and_the_s3_policy(environm
     assert "403" in text
 
 
+def test_list_bucket_conditioned_on_the_prefix_is_diagnosed_as_the_head_bucket_denial(
+    environment: Sandbox, spec: EnvironmentSpec
+) -> None:
+    """The agents' policy before #15: ListBucket only with StringLike s3:prefix, which AWS evaluates as
+    a denial of the HeadBucket that s3fs sends before every XCom write."""
+    iam = environment.aws.admin_client("iam")
+    role, policy_name, document = role_policy(environment)
+    conditioned = {**document, "Statement": [
+        {**s, "Condition": {"StringLike": {"s3:prefix": ["xcom", "xcom/*", "logs", "logs/*", "state", "state/*"]}}}
+        if s.get("Action") in ("s3:ListBucket", ["s3:ListBucket"]) else s
+        for s in document["Statement"]]}
+    iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(conditioned))
+    try:
+        failing = check_health(spec)
+    finally:
+        iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(document))
+
+    assert "xcom" in failing
+    text = "\n".join(messages(failing))
+    assert "the bucket check (HeadBucket) was refused" in text
+    assert f"role {role} needs s3:ListBucket on arn:aws:s3:::sandbox-xcom without an s3:prefix condition" in text
+
+
 def test_xcom_bucket_deleted_says_the_bucket_is_missing(environment: Sandbox, spec: EnvironmentSpec) -> None:
     empty_and_delete_bucket(environment, "sandbox-xcom")
     try:

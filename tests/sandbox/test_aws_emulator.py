@@ -4,6 +4,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import httpx
@@ -13,6 +14,7 @@ from botocore.exceptions import ClientError
 
 from sandbox.environment import Sandbox
 from sandbox.aws import AwsCall, AwsEmulator
+from sandbox.moto_iam import service_account_token
 
 pytestmark = pytest.mark.sandbox
 
@@ -35,10 +37,14 @@ def clean_aws(sandbox: Sandbox) -> None:
     sandbox.aws.set_eks_delays(cluster_seconds=0, nodegroup_seconds=0)
 
 
+ISSUER = "oidc.eks.us-east-1.amazonaws.com/id/SANDBOX"
+SUBJECT_NAMESPACE, SUBJECT_NAME = "agents", "worker"
+
+
 @pytest.fixture(scope="module")
 def token_file(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("irsa") / "token"
-    path.write_text("projected-service-account-token")
+    path.write_text(service_account_token(f"https://{ISSUER}", SUBJECT_NAMESPACE, SUBJECT_NAME))
     return str(path)
 
 
@@ -58,7 +64,7 @@ def airflow_env(aws: AwsEmulator, token_file: str, tmp_path_factory: pytest.Temp
 def irsa_role(aws: AwsEmulator) -> str:
     """The worker role as the bootstrap creates it: web-identity trust, S3 under xcom/, secrets under airflow/."""
     iam = aws.admin_client("iam")
-    issuer = "oidc.eks.us-east-1.amazonaws.com/id/SANDBOX"
+    issuer = ISSUER
     provider_arn = iam.create_open_id_connect_provider(
         Url=f"https://{issuer}", ClientIDList=["sts.amazonaws.com"], ThumbprintList=["a" * 40]
     )["OpenIDConnectProviderArn"]
@@ -183,6 +189,86 @@ def test_anonymous_calls_are_rejected(aws: AwsEmulator) -> None:
 def test_unsigned_calls_are_rejected_with_403_not_500(aws: AwsEmulator) -> None:
     response = httpx.get(f"{aws.endpoint_url}/")
     assert response.status_code == 403
+
+
+# -- AWS's evaluation of conditions and web identity trust (sandbox/moto_iam.py) -------------------
+
+
+def assume_with_token(aws: AwsEmulator, role_arn: str, token: str) -> dict[str, Any]:
+    sts = boto3.client("sts", endpoint_url=aws.endpoint_url, region_name=aws.region, config=NO_RETRIES,
+                       aws_access_key_id="unused", aws_secret_access_key="unused")
+    return dict(sts.assume_role_with_web_identity(RoleArn=role_arn, RoleSessionName="test", WebIdentityToken=token))
+
+
+def test_web_identity_token_of_the_trusted_service_account_is_accepted(aws: AwsEmulator, irsa_role: str) -> None:
+    token = service_account_token(f"https://{ISSUER}", SUBJECT_NAMESPACE, SUBJECT_NAME)
+    assert assume_with_token(aws, irsa_role, token)["Credentials"]["AccessKeyId"]
+
+
+@pytest.mark.parametrize(
+    ("issuer", "namespace", "name", "code", "message"),
+    [
+        # https://docs.aws.amazon.com/IAM/latest/UserGuide/id_roles_providers_oidc_user-id.html:
+        # the trust's :sub condition names one ServiceAccount; another one's token is refused.
+        (f"https://{ISSUER}", SUBJECT_NAMESPACE, "triggerer", "AccessDenied", "Not authorized to perform sts:AssumeRoleWithWebIdentity"),
+        (f"https://{ISSUER}", "other-namespace", SUBJECT_NAME, "AccessDenied", "Not authorized"),
+        # https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRoleWithWebIdentity.html#API_AssumeRoleWithWebIdentity_Errors
+        ("https://oidc.eks.us-east-1.amazonaws.com/id/UNKNOWN", SUBJECT_NAMESPACE, SUBJECT_NAME, "InvalidIdentityToken",
+         "No OpenIDConnect provider found"),
+    ],
+)
+def test_web_identity_token_is_checked_against_the_trust_policy(
+    aws: AwsEmulator, irsa_role: str, issuer: str, namespace: str, name: str, code: str, message: str
+) -> None:
+    with pytest.raises(ClientError) as refused:
+        assume_with_token(aws, irsa_role, service_account_token(issuer, namespace, name))
+    assert refused.value.response["Error"]["Code"] == code
+    assert status_code(refused) == (403 if code == "AccessDenied" else 400)
+    assert message in refused.value.response["Error"]["Message"]
+
+
+def test_a_token_not_signed_by_the_cluster_is_refused(aws: AwsEmulator, irsa_role: str) -> None:
+    with pytest.raises(ClientError) as refused:
+        assume_with_token(aws, irsa_role, "projected-service-account-token")
+    assert refused.value.response["Error"]["Code"] == "InvalidIdentityToken"
+
+
+def user_with_policy(aws: AwsEmulator, statements: list[dict[str, Any]], service: str) -> Any:
+    iam = aws.admin_client("iam")
+    iam.create_user(UserName="conditions")
+    iam.put_user_policy(UserName="conditions", PolicyName="p",
+                        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}))
+    key = iam.create_access_key(UserName="conditions")["AccessKey"]
+    return boto3.client(service, endpoint_url=aws.endpoint_url, region_name=aws.region, config=NO_RETRIES,
+                        aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
+
+
+def test_list_bucket_with_a_prefix_condition_denies_head_bucket_as_aws_does(aws: AwsEmulator) -> None:
+    # https://docs.aws.amazon.com/AmazonS3/latest/userguide/amazon-s3-policy-keys.html (s3:prefix on
+    # ListBucket) and https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadBucket.html (needs
+    # s3:ListBucket, sends no prefix): an absent key makes StringLike false.
+    aws.admin_client("s3").create_bucket(Bucket=BUCKET)
+    s3 = user_with_policy(aws, [{"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{BUCKET}",
+                                 "Condition": {"StringLike": {"s3:prefix": ["xcom/*"]}}}], "s3")
+    assert s3.list_objects_v2(Bucket=BUCKET, Prefix="xcom/run")["KeyCount"] == 0
+    for call in (lambda: s3.list_objects_v2(Bucket=BUCKET, Prefix="logs/"), lambda: s3.list_objects_v2(Bucket=BUCKET),
+                 lambda: s3.head_bucket(Bucket=BUCKET)):
+        with pytest.raises(ClientError) as denied:
+            call()
+        assert status_code(denied) == 403
+
+
+def test_request_tag_conditions_decide_tagged_creates(aws: AwsEmulator) -> None:
+    # https://docs.aws.amazon.com/IAM/latest/UserGuide/access_tags.html#access_tags_control-requests
+    iam = user_with_policy(aws, [{"Effect": "Allow", "Action": ["iam:CreateRole", "iam:TagRole"], "Resource": "*",
+                                  "Condition": {"StringEquals": {"aws:RequestTag/team": "agents"}}}], "iam")
+    trust = json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
+    iam.create_role(RoleName="tagged", AssumeRolePolicyDocument=trust, Tags=[{"Key": "team", "Value": "agents"}])
+    for tags in ([{"Key": "team", "Value": "other"}], []):
+        with pytest.raises(ClientError) as denied:
+            iam.create_role(RoleName="untagged", AssumeRolePolicyDocument=trust, Tags=tags)
+        assert denied.value.response["Error"]["Code"] == "AccessDenied"
 
 
 # -- simulated EKS latency -------------------------------------------------------------------

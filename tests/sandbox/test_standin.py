@@ -22,6 +22,7 @@ import pytest
 
 from sandbox.aws import AwsEmulator
 from sandbox.environment import Sandbox
+from sandbox.moto_iam import service_account_token
 from sandbox.standin import AgentStandIn, AirflowRestClient, agent_env, worker_queues
 
 pytestmark = pytest.mark.sandbox
@@ -134,7 +135,7 @@ def identity(
     canary = secrets.token_hex(8)
     aws.admin_client("secretsmanager").create_secret(Name="airflow/variables/canary", SecretString=canary)
     token_file = tmp_path_factory.mktemp("irsa") / "token"
-    token_file.write_text("projected-service-account-token")
+    token_file.write_text(service_account_token(f"https://{issuer}", *subject.rsplit(":", 2)[1:]))
     result = AgentIdentity(aws, role_arn, token_file, canary)
     result.put_policy()
     return result

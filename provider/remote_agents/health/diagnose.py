@@ -347,6 +347,15 @@ def _xcom_failure(component: str, task: TaskEvidence, expect: Expectations, wher
         return Finding(XCOM, component, f"XCom bucket {expect.xcom_bucket} does not exist",
                        f"{task.task_id}: {error or 'the bucket is gone'}",
                        f"create the bucket {expect.xcom_bucket} or fix backends.xcom.bucket in the spec")
+    if _DENIED.search(error) and ("HeadBucket" in error or "CreateBucket" in error):
+        # s3fs's mkdir checks the bucket with HeadBucket and, when that is refused, tries to create it
+        # (the CreateBucket in the error). AWS authorizes HeadBucket as s3:ListBucket, and the request
+        # carries no s3:prefix, so a prefix-conditioned ListBucket denies it.
+        return Finding(XCOM, component, f"access denied on {where}: the bucket check (HeadBucket) was refused",
+                       f"{task.task_id}: {error}",
+                       f"role {roles} needs s3:ListBucket on arn:aws:s3:::{expect.xcom_bucket} without an s3:prefix "
+                       "condition (HeadBucket sends no prefix, so AWS denies a prefix-conditioned grant); re-run the "
+                       "bootstrap to restore the rendered policy")
     if _DENIED.search(error):
         return Finding(XCOM, component, f"access denied on {where}",
                        f"{task.task_id}: {error}",
