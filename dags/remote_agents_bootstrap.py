@@ -113,7 +113,7 @@ def build_bootstrap_dag(environment: EnvironmentFile) -> DAG:
         }
         agent_token = EnsureAgentTokenOperator(
             task_id="ensure_agent_token", secret_name=spec.astro.agent_token_secret_name,
-            token_name=f"remote-agents-{spec.name}", restart_selector=f"release={spec.release_name}", **token_kwargs,
+            token_name=f"remote-agents-{spec.name}", restart_selector=naming.agent_restart_selector(spec), **token_kwargs,
         )
         registry_secret = EnsureRegistrySecretOperator(
             task_id="ensure_registry_secret", secret_name=spec.astro.registry_secret_name,

@@ -41,7 +41,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
-from moto.core.exceptions import AccessDeniedError, _RESTError
+from moto.core.exceptions import AccessDeniedError, JsonRESTError, _RESTError
 
 from sandbox.iam_policy import ContextValue, Decision, Request, evaluate
 
@@ -50,6 +50,7 @@ _ISSUER_KEY = secrets.token_hex(32)
 _ISSUER_ALGORITHM = "HS256"
 STS_AUDIENCE = "sts.amazonaws.com"
 S3_LIST_KEYS = {"prefix": "s3:prefix", "delimiter": "s3:delimiter", "max-keys": "s3:max-keys"}
+JSON_SERVICES = frozenset({"eks", "secretsmanager"})
 EKS_PASSED_ROLES = {"CreateCluster": "roleArn", "CreateNodegroup": "nodeRole"}
 # Tag-on-create: the action AWS also authorizes when a create carries tags.
 TAG_ON_CREATE = {"ec2": "ec2:CreateTags", "eks": "eks:TagResource", "secretsmanager": "secretsmanager:TagResource"}
@@ -124,11 +125,24 @@ def _evaluate_signed_calls() -> None:
             if evaluate(policies, request) is not Decision.ALLOW:
                 if isinstance(self, S3IAMRequest):
                     raise S3AccessDeniedError()
-                raise AccessDeniedError(user_arn=caller, action=needed.action)
+                raise denial(self._service, caller, needed.action)
         if self._action == "sts:AssumeRole" and not _trusts(self.backend, resource, {"AWS": caller}, {}):
             raise AccessDeniedError(user_arn=caller, action=self._action)
 
     IAMRequestBase.check_action_permitted = check_action_permitted
+
+
+def denial(service: str, caller: str, action: str) -> Exception:
+    """The error each service answers a denied call with (HTTP 403), in its own protocol."""
+    message = f"User: {caller} is not authorized to perform: {action}"
+    if service in JSON_SERVICES:
+        error: _RESTError = JsonRESTError("AccessDeniedException", message)
+    elif service == "ec2":
+        error = _RESTError("UnauthorizedOperation", f"You are not authorized to perform this operation. {message}")
+    else:
+        return AccessDeniedError(user_arn=caller, action=action)
+    error.code = 403
+    return error
 
 
 def authorizations(call: Any, resource: str) -> Iterator[Authorization]:
@@ -140,11 +154,19 @@ def authorizations(call: Any, resource: str) -> Iterator[Authorization]:
     yield Authorization(call._action, resource, context)
     if tags and service in TAG_ON_CREATE and name.startswith("Create") and name != "CreateTags":
         extra = {"ec2:CreateAction": name} if service == "ec2" else {}
-        yield Authorization(TAG_ON_CREATE[service], resource, {**_tag_context(tags), **extra})
+        yield Authorization(TAG_ON_CREATE[service], _created_resource(call, name, params, resource),
+                            {**_tag_context(tags), **extra})
     if tags and service == "iam" and name in IAM_TAG_ON_CREATE:
         yield Authorization(IAM_TAG_ON_CREATE[name], resource, _tag_context(tags))
     if service == "eks" and name in EKS_PASSED_ROLES and params.get(EKS_PASSED_ROLES[name]):
         yield Authorization("iam:PassRole", str(params[EKS_PASSED_ROLES[name]]), {"iam:PassedToService": "eks.amazonaws.com"})
+
+
+def _created_resource(call: Any, name: str, params: Mapping[str, Any], resource: str) -> str:
+    """The ARN a create will have, which tag-on-create is authorized on (an EKS cluster's is known by name)."""
+    if call._service == "eks" and name == "CreateCluster" and params.get("name"):
+        return f"arn:{_partition(call._region)}:eks:{call._region}:{call.account_id}:cluster/{params['name']}"
+    return resource
 
 
 def _params(call: Any) -> dict[str, Any]:
@@ -329,8 +351,15 @@ def _ec2_resource(self: Any) -> str:
     kind, param = EC2_RESOURCES.get(self._get_action(), (None, None))
     if kind is None:
         return "*"  # Describe*: EC2 has no resource-level permissions for them
-    resource_id = (self._get_param(param) if param else None) or "*"
+    resource_id = (self._get_param(param) if param else _route_table_of(self)) or "*"
     return f"arn:{_partition(self.region)}:ec2:{self.region}:{self.current_account}:{kind}/{resource_id}"
+
+
+def _route_table_of(self: Any) -> str | None:
+    # DisassociateRouteTable names an association; IAM authorizes it on the route table that holds it.
+    association = self._get_param("AssociationId")
+    tables = self.ec2_backend.route_tables.values() if association else []
+    return next((table.id for table in tables if association in table._associations), None)
 
 
 def _iam_resource(self: Any) -> str:

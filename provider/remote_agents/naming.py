@@ -1,8 +1,11 @@
 """Names derived from a spec, in one place: the chart, the values, IAM trust policies and the
 health checks must all agree on them (e.g. IRSA trusts exactly the ServiceAccounts the chart creates).
 
-The agent chart names each component's Deployment and ServiceAccount `<prefix>-<component>`, with
-workers as `<prefix>-worker-<name>` (reference section 3.2/3.3; the sandbox chart does the same).
+The agent chart names each component's Deployment `<prefix>-<component>`, with workers as
+`<prefix>-worker-<name>`. ServiceAccount names are not left to the chart: its documented defaults
+(`<prefix>-dag-processor-<name>`, `<prefix>-triggerer-<name>`, `<prefix>-worker-<name>`, in the
+comments of the chart 2.x values.yaml) are ambiguous, so the values set every component's
+`serviceAccount...name` to the names below, and the IRSA trust names exactly those.
 """
 
 from __future__ import annotations
@@ -41,11 +44,21 @@ def agent_workloads(spec: EnvironmentSpec, include_sentinel: bool = True) -> lis
     workloads = [
         AgentWorkload(DAG_PROCESSOR, f"{prefix}-{DAG_PROCESSOR}"),
         AgentWorkload(TRIGGERER, f"{prefix}-{TRIGGERER}"),
-        *(AgentWorkload(WORKER, f"{prefix}-{WORKER}-{w.name}", w.queue) for w in spec.workers),
+        *(AgentWorkload(WORKER, worker_service_account(spec, w.name), w.queue) for w in spec.workers),
     ]
     if include_sentinel and spec.chart.sentinel:
         workloads.append(AgentWorkload(SENTINEL, f"{prefix}-{SENTINEL}"))
     return workloads
+
+
+def worker_service_account(spec: EnvironmentSpec, worker: str) -> str:
+    return f"{spec.resource_name_prefix}-{WORKER}-{worker}"
+
+
+def agent_restart_selector(spec: EnvironmentSpec) -> str:
+    """The label selector of every agent Deployment: our environment label, which the values' ``labels``
+    put on every object and Pod the chart makes (the chart's own labels are not documented)."""
+    return f"{ENVIRONMENT_LABEL}={spec.name}"
 
 
 def service_account_subjects(spec: EnvironmentSpec, component: str | None = None) -> list[str]:

@@ -259,13 +259,16 @@ def test_execute_complete_with_a_failed_event_raises_and_keeps_the_old_token(sb:
     assert old_id in {t.id for t in sb.astro.live_agent_tokens(DEP)}
 
 
-def test_rotate_without_agents_running_revokes_the_old_token_at_once(sb: Sandbox) -> None:
+def test_rotate_whose_selector_matches_no_agent_keeps_the_old_token_and_fails_with_the_reason(sb: Sandbox) -> None:
+    """A selector that matches nothing on the real chart must not revoke the token running agents hold."""
+    agent_deployment(sb)
     old_id = agent_op().execute({})["token_id"]
 
-    result = agent_op(rotate=True, restart_selector="app=astro-agent").execute({})
+    with pytest.raises(ClusterError, match=r"matched restart_selector 'release=another-release'.*was NOT revoked"):
+        agent_op(rotate=True, restart_selector="release=another-release").execute({})
 
-    assert actions(result) == ["created", "updated", "deleted"]
-    assert old_id in {t.id for t in sb.astro.revoked_tokens}
+    assert old_id in {t.id for t in sb.astro.live_agent_tokens(DEP)}
+    assert restarted_at(sb) is None
 
 
 def test_rotate_without_a_restart_target_is_refused(sb: Sandbox) -> None:

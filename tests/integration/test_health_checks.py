@@ -229,6 +229,27 @@ def test_list_bucket_conditioned_on_the_prefix_is_diagnosed_as_the_head_bucket_d
     assert f"role {role} needs s3:ListBucket on arn:aws:s3:::sandbox-xcom without an s3:prefix condition" in text
 
 
+def test_trust_naming_another_service_account_refuses_the_agents_and_names_theirs(
+    environment: Sandbox, spec: EnvironmentSpec
+) -> None:
+    iam = environment.aws.admin_client("iam")
+    role, _, _ = role_policy(environment)
+    trust = iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
+    trust = trust if isinstance(trust, dict) else json.loads(trust)
+    elsewhere = json.loads(json.dumps(trust).replace(f"system:serviceaccount:{spec.namespace}:",
+                                                     "system:serviceaccount:another-namespace:"))
+    iam.update_assume_role_policy(RoleName=role, PolicyDocument=json.dumps(elsewhere))
+    try:
+        failing = check_health(spec)
+    finally:
+        iam.update_assume_role_policy(RoleName=role, PolicyDocument=json.dumps(trust))
+
+    subject = f"system:serviceaccount:{spec.namespace}:{spec.resource_name_prefix}-worker-{spec.workers[0].name}"
+    identity = "\n".join(f.message for f in failing.get("identity", []))
+    assert f"the trust of role {role} refuses the token of {subject}" in identity
+    assert "Not authorized to perform sts:AssumeRoleWithWebIdentity" in identity
+
+
 def test_xcom_bucket_deleted_says_the_bucket_is_missing(environment: Sandbox, spec: EnvironmentSpec) -> None:
     empty_and_delete_bucket(environment, "sandbox-xcom")
     try:

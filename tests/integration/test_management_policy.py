@@ -2,12 +2,10 @@
 Dags, and no broader than what they call: enforced by moto IAM against a user holding only that policy.
 
 The sandbox's ``aws_default`` Connection is pointed at an IAM user whose one inline policy is the
-rendered management policy, so moto's enforcement denies anything it does not allow. moto checks
-Action always, but Resource only for S3, Secrets Manager and IAM roles that already exist; the
-``resource_aware_moto`` fixture gives it the real ARNs of EKS clusters and node groups, EC2 resources
-and IAM roles/OIDC providers (also before they exist), as AWS evaluates them. moto ignores
-Conditions (the tag conditions on EC2 and EKS creates, ``iam:PassedToService``, ``iam:PolicyARN``);
-``tests/unit/test_management_policy_render.py`` checks those statically.
+rendered management policy, and the sandbox evaluates it as AWS does (``sandbox/moto_iam.py``): on
+the real ARNs of EKS clusters, node groups, EC2 resources, IAM roles and OIDC providers, with the
+tag conditions of the creates, ``iam:PassedToService`` on the roles EKS is handed and
+``iam:PolicyARN`` on attachments.
 
 Every call is recorded with the access key that signed it, so the agents' own calls (the stand-in
 runs with the IRSA role) and the test's admin set-up are told apart from the management identity's.
@@ -16,6 +14,7 @@ runs with the IRSA role) and the test's admin set-up are told apart from the man
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +33,9 @@ BOOTSTRAP = "remote_agents_bootstrap__sandbox"
 TEARDOWN = "remote_agents_teardown__sandbox"
 HEALTH = "remote_agents_health__sandbox"
 MANAGEMENT_USER = "remote-agents-management"
-# Allowed actions AWS authorizes as part of another call, so no request ever names them: the call that implies each.
+# Allowed actions AWS authorizes as part of another call (sandbox/moto_iam.py checks them there), so no
+# request names them: the call that implies each. The EKS service-linked roles are made by AWS on the
+# first cluster of an account, which moto does not model.
 IMPLIED_BY = {
     "iam:PassRole": "eks:CreateCluster",
     "iam:CreateServiceLinkedRole": "eks:CreateCluster",
@@ -90,70 +91,11 @@ def _access_key(authorization: str) -> str:
         return ""
 
 
-# -- moto, told the resource of each call -------------------------------------------------------------
-
-EC2_RESOURCES = {
-    "CreateVpc": ("vpc", None), "CreateSubnet": ("subnet", None), "CreateInternetGateway": ("internet-gateway", None),
-    "AllocateAddress": ("elastic-ip", None), "CreateNatGateway": ("natgateway", None), "CreateRouteTable": ("route-table", None),
-    "DescribeVpcAttribute": ("vpc", "VpcId"), "ModifyVpcAttribute": ("vpc", "VpcId"), "DeleteVpc": ("vpc", "VpcId"),
-    "ModifySubnetAttribute": ("subnet", "SubnetId"), "DeleteSubnet": ("subnet", "SubnetId"),
-    "AttachInternetGateway": ("internet-gateway", "InternetGatewayId"),
-    "DetachInternetGateway": ("internet-gateway", "InternetGatewayId"),
-    "DeleteInternetGateway": ("internet-gateway", "InternetGatewayId"),
-    "CreateRoute": ("route-table", "RouteTableId"), "ReplaceRoute": ("route-table", "RouteTableId"),
-    "AssociateRouteTable": ("route-table", "RouteTableId"), "DisassociateRouteTable": ("route-table", None),
-    "DeleteRouteTable": ("route-table", "RouteTableId"),
-    "DeleteNatGateway": ("natgateway", "NatGatewayId"), "ReleaseAddress": ("elastic-ip", "AllocationId"),
-}
-
-
-def _eks_resource(self: Any) -> str:
-    # /clusters/<name>[/node-groups[/<group>]]; creating or listing clusters has no resource.
-    parts = [part for part in self.path.split("/") if part]
-    arn = f"arn:aws:eks:{self.region}:{self.current_account}:"
-    if len(parts) >= 4 and parts[2] == "node-groups":
-        return f"{arn}nodegroup/{parts[1]}/{parts[3]}/generated-id"
-    return f"{arn}cluster/{parts[1]}" if len(parts) >= 2 else "*"
-
-
-def _ec2_resource(self: Any) -> str:
-    kind, param = EC2_RESOURCES.get(self._get_action(), (None, None))
-    if kind is None:
-        return "*"  # Describe*: EC2 has no resource-level permissions for them
-    return f"arn:aws:ec2:{self.region}:{self.current_account}:{kind}/{(self._get_param(param) if param else None) or '*'}"
-
-
-def _iam_resource(self: Any) -> str:
-    account = f"arn:aws:iam::{self.current_account}:"
-    # Instance-profile calls name a role too, but IAM authorizes them on the profile.
-    if profile := self._get_param("InstanceProfileName"):
-        return f"{account}instance-profile/{profile}"
-    if role := self._get_param("RoleName"):
-        return f"{account}role/{role}"
-    if provider := self._get_param("OpenIDConnectProviderArn"):
-        return str(provider)
-    if url := self._get_param("Url"):
-        return f"{account}oidc-provider/{url.removeprefix('https://')}"
-    return "*"
-
-
-@pytest.fixture
-def resource_aware_moto(monkeypatch: pytest.MonkeyPatch) -> None:
-    """moto checks EKS and EC2 calls, and IAM calls on roles that do not exist yet, against "*"; give it the ARN."""
-    from moto.ec2.responses import EC2Response
-    from moto.eks.responses import EKSResponse
-    from moto.iam.responses import IamResponse
-
-    monkeypatch.setattr(EKSResponse, "_determine_resource", _eks_resource, raising=False)
-    monkeypatch.setattr(EC2Response, "_determine_resource", _ec2_resource, raising=False)
-    monkeypatch.setattr(IamResponse, "_determine_resource", _iam_resource)
-
-
 # -- the management identity ---------------------------------------------------------------------------
 
 
 @pytest.fixture
-def management(sandbox: Sandbox, resource_aware_moto: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, CallRecorder]]:
+def management(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, CallRecorder]]:
     """A clean sandbox whose `aws_default` Connection holds the keys of a user with only the management policy."""
     sandbox.reset()
     aws = sandbox.aws
@@ -248,3 +190,34 @@ def test_bootstrap_health_and_teardown_need_exactly_the_management_policy(
         never_called = {action for action in never_called if not action.startswith(("s3:", "secretsmanager:"))}
     assert never_called == set(), f"the management policy allows {sorted(never_called)}, which no Dag called"
     assert called <= allowed_actions(policy) | {"sts:GetCallerIdentity"}
+
+
+def test_creates_without_the_ownership_tag_are_denied(sandbox: Sandbox, management: tuple[str, CallRecorder]) -> None:
+    """The tag conditions are what keep creates with no resource ARN to our environment."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    connection = json.loads(os.environ[conn_env_name(sandbox.spec.aws_conn_id)])
+    session = boto3.Session(aws_access_key_id=connection["login"], aws_secret_access_key=connection["password"],
+                            region_name=sandbox.aws.region)
+    ec2 = session.client("ec2", endpoint_url=sandbox.aws.endpoint_url)
+    eks = session.client("eks", endpoint_url=sandbox.aws.endpoint_url)
+    spec = sandbox.spec
+    assert spec.eks is not None
+    someone_else = [{"ResourceType": "vpc", "Tags": [{"Key": "remote-agents:environment", "Value": "another-env"}]}]
+    ours = [{"ResourceType": "vpc", "Tags": [{"Key": "remote-agents:environment", "Value": spec.name}]}]
+    attempts = [
+        lambda: ec2.create_vpc(CidrBlock="10.9.0.0/16"),
+        lambda: ec2.create_vpc(CidrBlock="10.9.0.0/16", TagSpecifications=someone_else),
+        lambda: eks.create_cluster(name=spec.eks.name, roleArn=f"arn:aws:iam::{sandbox.aws.account_id}:role/x",
+                                   resourcesVpcConfig={}),
+    ]
+    for attempt in attempts:
+        with pytest.raises(ClientError) as denied:
+            attempt()
+        assert denied.value.response["Error"]["Code"] in ("AccessDenied", "UnauthorizedOperation", "AccessDeniedException")
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16", TagSpecifications=ours)["Vpc"]
+    ec2.modify_vpc_attribute(VpcId=vpc["VpcId"], EnableDnsHostnames={"Value": True})
+    untagged = sandbox.aws.admin_client("ec2").create_vpc(CidrBlock="10.8.0.0/16")["Vpc"]
+    with pytest.raises(ClientError):
+        ec2.modify_vpc_attribute(VpcId=untagged["VpcId"], EnableDnsHostnames={"Value": True})

@@ -11,6 +11,7 @@ import pytest
 import parliament
 from remote_agents import naming
 from remote_agents.errors import ConfigError
+from sandbox.iam_policy import Decision, Request, evaluate
 from remote_agents.render.policies import (
     aws_partition,
     build_eks_cluster_trust_policy,
@@ -126,13 +127,31 @@ def test_permission_resources_are_the_exact_prefixes(component: str | None, expe
     assert resources(build_permission_policy(spec, ACCOUNT, component)) == {every[k] for k in expected - {"secrets"}} | buckets | secrets
 
 
-def test_list_bucket_is_limited_to_the_prefixes_of_that_bucket() -> None:
+def test_list_bucket_is_granted_unconditioned_on_exactly_the_agents_buckets() -> None:
     policy = build_permission_policy(spec_named("multi-queue"), ACCOUNT)
-    listing = {s["Resource"]: s["Condition"] for s in policy["Statement"] if s["Action"] == "s3:ListBucket"}
-    assert listing == {
-        "arn:aws:s3:::acme-agents-logs": {"StringLike": {"s3:prefix": ["multi/logs", "multi/logs/*"]}},
-        "arn:aws:s3:::acme-agents-xcom": {"StringLike": {"s3:prefix": ["multi/state", "multi/state/*", "multi/xcom", "multi/xcom/*"]}},
-    }
+    (listing,) = [s for s in policy["Statement"] if s["Action"] == "s3:ListBucket"]
+    assert "Condition" not in listing
+    assert listing["Resource"] == ["arn:aws:s3:::acme-agents-logs", "arn:aws:s3:::acme-agents-xcom"]
+
+
+@pytest.mark.parametrize(
+    ("request_", "decision"),
+    [
+        # What s3fs sends for an XCom write, a state-store write and a task log upload, as AWS authorizes it.
+        (Request("s3:ListBucket", "arn:aws:s3:::acme-agents-xcom"), Decision.ALLOW),  # HeadBucket: no s3:prefix
+        (Request("s3:ListBucket", "arn:aws:s3:::acme-agents-xcom", context={"s3:prefix": "multi/xcom/run/"}), Decision.ALLOW),
+        (Request("s3:PutObject", "arn:aws:s3:::acme-agents-xcom/multi/xcom/dag/run/task/0/return_value"), Decision.ALLOW),
+        (Request("s3:PutObject", "arn:aws:s3:::acme-agents-xcom/multi/state/dag/run/task/0/key"), Decision.ALLOW),
+        (Request("s3:PutObject", "arn:aws:s3:::acme-agents-logs/multi/logs/dag_id=d/run_id=r/attempt=1.log"), Decision.ALLOW),
+        (Request("s3:GetObject", "arn:aws:s3:::acme-agents-logs/multi/logs/dag_id=d/run_id=r/attempt=1.log"), Decision.ALLOW),
+        (Request("s3:PutObject", "arn:aws:s3:::acme-agents-xcom/elsewhere/key"), Decision.IMPLICIT_DENY),
+        (Request("s3:DeleteObject", "arn:aws:s3:::acme-agents-logs/multi/logs/a.log"), Decision.IMPLICIT_DENY),
+        (Request("s3:ListBucket", "arn:aws:s3:::someone-elses-bucket"), Decision.IMPLICIT_DENY),
+        (Request("s3:CreateBucket", "arn:aws:s3:::acme-agents-xcom"), Decision.IMPLICIT_DENY),
+    ],
+)
+def test_the_agents_policy_under_aws_evaluation(request_: Request, decision: Decision) -> None:
+    assert evaluate([build_permission_policy(spec_named("multi-queue"), ACCOUNT)], request_) is decision
 
 
 def test_log_objects_can_be_written_but_not_deleted() -> None:

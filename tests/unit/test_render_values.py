@@ -171,18 +171,32 @@ def test_sentinel_enabled_follows_the_spec(sentinel: bool) -> None:
     assert render(with_changes("tutorial", chart={"sentinel": sentinel}))["sentinel"] == {"enabled": sentinel}
 
 
+NAMED_ACCOUNTS = {"dagProcessor": {"name": "astro-agent-dag-processor"}, "triggerer": {"name": "astro-agent-triggerer"}}
+
+
 def test_single_irsa_role_annotates_every_service_account() -> None:
     spec = spec_named("tutorial")
     arn = f"arn:aws:iam::{ACCOUNT}:role/AirflowS3LoggerXComRole"
-    assert render(spec)["serviceAccount"] == {"annotations": {ROLE_ARN_ANNOTATION: arn}}
+    assert render(spec)["serviceAccount"] == {"annotations": {ROLE_ARN_ANNOTATION: arn}, **NAMED_ACCOUNTS}
 
 
 def test_per_component_roles_annotate_each_component_service_account() -> None:
     service_account = render(spec_named("multi-queue"))["serviceAccount"]
     assert service_account == {
-        key: {"annotations": {ROLE_ARN_ANNOTATION: f"arn:aws:iam::{ACCOUNT}:role/multi-queue-remote-agents-{component}"}}
+        key: {**({"name": f"agents-{component}"} if key != "workers" else {}),
+              "annotations": {ROLE_ARN_ANNOTATION: f"arn:aws:iam::{ACCOUNT}:role/multi-queue-remote-agents-{component}"}}
         for key, component in (("dagProcessor", "dag-processor"), ("triggerer", "triggerer"), ("workers", "worker"))
     }
+
+
+def test_every_service_account_is_named_in_the_values_and_trusted_by_exactly_that_name() -> None:
+    """No ServiceAccount name the trust policy pins is left to a chart default (issue #15)."""
+    spec = spec_named("multi-queue")
+    values = render(spec)
+    named = {values["serviceAccount"]["dagProcessor"]["name"], values["serviceAccount"]["triggerer"]["name"],
+             *(worker["serviceAccount"]["name"] for worker in values["workers"])}
+    trusted = {subject.rsplit(":", 1)[1] for subject in naming.service_account_subjects(spec)}
+    assert named == trusted
 
 
 def test_static_credentials_reach_every_component_through_secret_key_refs() -> None:
@@ -191,7 +205,8 @@ def test_static_credentials_reach_every_component_through_secret_key_refs() -> N
         {"name": key, "valueFrom": {"secretKeyRef": {"name": "astro-agent-aws-credentials", "key": key}}}
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
     ]
-    assert values["serviceAccount"] == {}
+    assert values["serviceAccount"] == {"dagProcessor": {"name": "astro-agent-dag-processor"},
+                                        "triggerer": {"name": "astro-agent-triggerer"}}
     assert values["dagProcessor"]["env"] == values["triggerer"]["env"] == expected
     assert all(w["env"] == expected for w in values["workers"])
 

@@ -81,7 +81,12 @@ TUTORIAL_VALUES: dict[str, Any] = {
     # Departure (4.7): the tutorial puts the role ARN in top-level `annotations`, which lands on every
     # object and Pod; `serviceAccount.annotations` puts it only where IRSA reads it.
     "annotations": {},
-    "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": f"arn:aws:iam::{ACCOUNT}:role/AirflowS3LoggerXComRole"}},
+    # Addition: every ServiceAccount named, so the trust policy names what we set, not a chart default.
+    "serviceAccount": {
+        "annotations": {"eks.amazonaws.com/role-arn": f"arn:aws:iam::{ACCOUNT}:role/AirflowS3LoggerXComRole"},
+        "dagProcessor": {"name": "astro-agent-dag-processor"},
+        "triggerer": {"name": "astro-agent-triggerer"},
+    },
     "workers": [
         {
             "name": "default-worker",
@@ -96,6 +101,7 @@ TUTORIAL_VALUES: dict[str, Any] = {
             # Departure (pitfall 8.4): "/shared/packages:$PYTHONPATH" would put a literal "$PYTHONPATH"
             # on the path; the image's site-packages stay importable without it (values.build_pip_env).
             "env": [{"name": "PYTHONPATH", "value": "/shared/packages"}],
+            "serviceAccount": {"name": "astro-agent-worker-default-worker"},
             # 4.6, inside the list item. Departures: the container is named for what it does, pip gets
             # --no-cache-dir (the Pod's HOME is not a cache worth filling), and the ConfigMap is named
             # after the prefix so two releases in one namespace don't share it.

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from remote_agents.health import contract
@@ -92,6 +92,8 @@ class Expectations:
     canary_exists: bool = True
     xcom_bucket_exists: bool = True
     log_bucket_exists: bool = True
+    # queue -> `system:serviceaccount:<ns>:<name>` of its worker, which the IRSA trust must name
+    queue_subjects: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -339,6 +341,9 @@ def diagnose_xcom(selftest: SelfTestEvidence | None, expect: Expectations) -> li
 def _xcom_failure(component: str, task: TaskEvidence, expect: Expectations, where: str) -> Finding:
     error = task.error or ""
     roles = ", ".join(expect.role_names)
+    if _web_identity_refused(error):
+        return Finding(XCOM, component, "the agents got no AWS credentials: the IRSA role's trust refused their token",
+                       f"{task.task_id}: {error}", "see the identity check: the trust must name the worker's ServiceAccount")
     if "xcom_objectstorage_path" in error.lower():
         return Finding(XCOM, component, "the XCom backend has no object-storage path",
                        f"{task.task_id}: {error}",
@@ -470,6 +475,13 @@ def diagnose_identity(selftest: SelfTestEvidence | None, expect: Expectations) -
         component = f"AWS identity on queue `{queue}`"
         if not _queue_evaluable(evidence, task):
             continue
+        if task.state == "failed" and _web_identity_refused(task.error):
+            subject = expect.queue_subjects.get(queue, "its worker's ServiceAccount")
+            findings.append(Finding(IDENTITY, component, f"the trust of role {', '.join(expect.role_names)} refuses "
+                                    f"the token of {subject}", task.error or "",
+                                    f"the role's trust policy must name {subject} (StringEquals <issuer>:sub) through "
+                                    "the cluster's OIDC provider; re-run the bootstrap to restore it"))
+            continue
         if task.state == "failed":
             findings.append(Finding(IDENTITY, component, "sts:GetCallerIdentity failed", task.error or "no error text",
                                     "the Pod has no AWS credentials: check the ServiceAccount's role-arn annotation "
@@ -483,6 +495,10 @@ def diagnose_identity(selftest: SelfTestEvidence | None, expect: Expectations) -
                                     f"annotate the ServiceAccounts with role {', '.join(expect.role_names)} "
                                     "(serviceAccount.annotations) and restart the agents"))
     return findings
+
+
+def _web_identity_refused(error: str | None) -> bool:
+    return bool(error and "AssumeRoleWithWebIdentity" in error and _DENIED.search(error))
 
 
 def _assumed_role(arn: str) -> str | None:

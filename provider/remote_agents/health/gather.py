@@ -55,6 +55,8 @@ def expectations(spec: EnvironmentSpec, **facts: Any) -> Expectations:
         connections_prefix=backends.secrets.connections_prefix,
         role_names=tuple(naming.irsa_role_names(spec).values()) if spec.irsa else (),
         timeout_seconds=float(spec.health.selftest_timeout_seconds),
+        queue_subjects={w.queue: f"system:serviceaccount:{spec.namespace}:{w.service_account}"
+                        for w in naming.agent_workloads(spec, include_sentinel=False) if w.queue},
         **facts,
     )
 

@@ -259,7 +259,7 @@ class EnsureAgentTokenOperator(_EnsureTokenSecretOperator):
         EnsureAgentTokenOperator(
             task_id="agent_token", deployment_id="clxyz...", namespace="astro-agents",
             secret_name="astro-agent-token", environment="prod", astro_conn_id="astro_default",
-            restart_selector="app=astro-agent,release=astro-agent", rotate="{{ params.rotate }}",
+            restart_selector="remote-agents.astronomer.io/environment=prod", rotate="{{ params.rotate }}",
             eks_cluster_name="agents-prod", aws_conn_id="aws_default", region_name="eu-west-1",
         )
 
@@ -318,6 +318,16 @@ class EnsureAgentTokenOperator(_EnsureTokenSecretOperator):
                                         names=self.restart_deployments, dry_run=False)
         changes.extend(restarted)
         rolling = [c.resource.rsplit("/", 1)[-1] for c in restarted if c.action is Action.UPDATED]
+        if live_old_id and self.revoke_after_rollout and not rolling:
+            report_changes(self.log, changes, token_id=new_id, secret_name=self.secret_name)
+            raise ClusterError(
+                f"no agent Deployment in namespace {self.namespace} matched restart_selector "
+                f"{self.restart_selector!r} or restart_deployments {list(self.restart_deployments)}, so no agent "
+                f"restarted with the new token {new_id} that Secret {self.namespace}/{self.secret_name} now holds. "
+                f"The old token {live_old_id} was NOT revoked: running agents still use it. Fix the selector to a "
+                "label every agent Pod carries (the chart's `labels` value), re-run, then revoke the old token in "
+                "the Astro UI (Deployment > Remote Agents > Tokens)"
+            )
         if not (live_old_id and rolling and self.revoke_after_rollout):
             return super().finish(objects, tokens, changes, new_id, live_old_id)
         so_far = report_changes(self.log, changes, token_id=new_id, secret_name=self.secret_name)

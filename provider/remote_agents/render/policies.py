@@ -252,20 +252,18 @@ def _object_statement(sid: str, actions: list[str], locations: list[tuple[str, s
 
 
 def _list_bucket_statements(locations: list[tuple[str, str]], partition: str) -> list[dict[str, Any]]:
-    """s3:ListBucket per bucket, limited to our prefixes (the `s3:prefix` key is per bucket)."""
-    by_bucket: dict[str, set[str]] = {}
-    for bucket, prefix in locations:
-        by_bucket.setdefault(bucket, set()).update({prefix, f"{prefix}/*"})
-    return [
-        {
-            "Sid": f"ListPrefixes{index}",
-            "Effect": "Allow",
-            "Action": "s3:ListBucket",
-            "Resource": f"arn:{partition}:s3:::{bucket}",
-            "Condition": {"StringLike": {"s3:prefix": sorted(prefixes)}},
-        }
-        for index, (bucket, prefixes) in enumerate(sorted(by_bucket.items()))
-    ]
+    """s3:ListBucket on each bucket, with no ``s3:prefix`` condition.
+
+    s3fs checks the bucket with HeadBucket before the XCom backend, the state store or the log handler
+    writes (``mkdir`` of the parent path). AWS authorizes HeadBucket as s3:ListBucket and the request
+    carries no ``s3:prefix``, so a ``StringLike s3:prefix`` grant is false for it and the write fails
+    with 403 (https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadBucket.html). ``StringLikeIfExists``
+    would let HeadBucket through, but also every listing that names no prefix, so it narrows nothing.
+    Object access stays limited to the prefixes; listing reveals key names, never contents.
+    """
+    buckets = sorted({bucket for bucket, _ in locations})
+    return [{"Sid": "CheckAndListBuckets", "Effect": "Allow", "Action": "s3:ListBucket",
+             "Resource": [f"arn:{partition}:s3:::{bucket}" for bucket in buckets]}]
 
 
 def _refuse_wildcards(spec: EnvironmentSpec, policy: dict[str, Any]) -> None:

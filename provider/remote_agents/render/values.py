@@ -192,15 +192,15 @@ def build_labels(spec: EnvironmentSpec) -> dict[str, str]:
 
 
 def build_service_account(spec: EnvironmentSpec, role_arns: dict[str | None, str]) -> dict[str, Any]:
-    """IRSA annotations: one role on every ServiceAccount, or one role per component's ServiceAccounts."""
-    if not role_arns:
-        return {}
+    """Each component's ServiceAccount, named by us (``naming.agent_workloads``; workers in their
+    ``workers[]`` entry), with the IRSA role: one on every ServiceAccount, or one per component."""
+    names = {w.component: w.service_account for w in naming.agent_workloads(spec, include_sentinel=False)}
+    accounts: dict[str, Any] = {SERVICE_ACCOUNT_KEYS[c]: {"name": names[c]} for c in (naming.DAG_PROCESSOR, naming.TRIGGERER)}
     if None in role_arns:
-        return {"annotations": {ROLE_ARN_ANNOTATION: role_arns[None]}}
-    return {
-        SERVICE_ACCOUNT_KEYS[component]: {"annotations": {ROLE_ARN_ANNOTATION: arn}}
-        for component, arn in role_arns.items()
-    }
+        return {"annotations": {ROLE_ARN_ANNOTATION: role_arns[None]}, **accounts}
+    for component, arn in role_arns.items():
+        accounts.setdefault(SERVICE_ACCOUNT_KEYS[str(component)], {})["annotations"] = {ROLE_ARN_ANNOTATION: arn}
+    return accounts
 
 
 def build_worker(spec: EnvironmentSpec, worker: WorkerSpec) -> dict[str, Any]:
@@ -218,6 +218,8 @@ def build_worker(spec: EnvironmentSpec, worker: WorkerSpec) -> dict[str, Any]:
         # Requests = limits: the Pod is Guaranteed QoS, so a busy neighbour cannot starve running tasks.
         "resources": {"requests": dict(resources), "limits": dict(resources)},
         "env": build_credentials_env(spec),
+        # The chart's default would do today; naming it here keeps the IRSA trust independent of it.
+        "serviceAccount": {"name": naming.worker_service_account(spec, worker.name)},
     }
     if worker.pip_packages:
         entry.update(build_pip_install(spec, worker))
