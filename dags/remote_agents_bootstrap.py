@@ -125,6 +125,12 @@ def build_bootstrap_dag(environment: EnvironmentFile) -> DAG:
                 task_id="ensure_constraints_configmap", configmap_name=naming.constraints_configmap_name(spec),
                 source_path=str(INCLUDE / "agent-constraints.txt"), **common,
             ))
+        if spec.chart.open_lineage:
+            secrets.append(EnsureSecretOperator(
+                task_id="ensure_openlineage_secret", secret_name=naming.openlineage_secret_name(spec),
+                secret_type="generic", secret_key="api-key", source_conn_id=spec.chart.open_lineage_conn_id,
+                source_field="password", **common,
+            ))
         if spec.identity.mode == "static-credentials":
             secrets.append(EnsureSecretOperator(
                 task_id="ensure_aws_credentials_secret", secret_name=spec.identity.secret_name,
@@ -151,7 +157,8 @@ def build_bootstrap_dag(environment: EnvironmentFile) -> DAG:
             if warning := agent_runtime_warning(spec, deployment.get("astroRuntimeVersion")):
                 log.warning(warning)
             role_arns = build_role_arns(spec, aws_account()) if spec.eks and spec.irsa else None
-            return build_values(spec, role_arns=role_arns, deployment_api_url=reported)
+            return build_values(spec, role_arns=role_arns, deployment_api_url=reported,
+                                deployment_namespace=deployment.get("namespace"))
 
         waits_for: list[Any] = []
         if spec.eks:

@@ -32,6 +32,7 @@ YAML_WIDTH = 1_000_000  # keep JSON strings such as dagBundleConfigList on one l
 PLACEHOLDER_ACCOUNT_ID = "123456789012"
 PLACEHOLDER_OIDC_ID = "EXAMPLED539D4633E53DE1B71EXAMPLE"
 PLACEHOLDER_API_URL = "https://clusterid.external.astronomer.run/deploymentshortid"
+PLACEHOLDER_NAMESPACE = "deployment-namespace-1234"
 # The repository's copy; an installed wheel has none, so `--constraints` then names the file.
 DEFAULT_CONSTRAINTS = Path(__file__).resolve().parents[2] / "include" / "agent-constraints.txt"
 
@@ -78,11 +79,12 @@ def summarize(spec: EnvironmentSpec) -> str:
 
 
 def render(spec: EnvironmentSpec, section: str, account_id: str, oidc_issuer: str, constraints: str | None,
-           deployment_api_url: str = PLACEHOLDER_API_URL) -> Any:
+           deployment_api_url: str = PLACEHOLDER_API_URL, deployment_namespace: str = PLACEHOLDER_NAMESPACE) -> Any:
     """The data of one section, as `remote-agents render --only <section>` prints it."""
     if section == "values":
         role_arns = policies.build_role_arns(spec, account_id) if spec.irsa else None
-        return values.build_values(spec, role_arns, deployment_api_url=deployment_api_url)
+        return values.build_values(spec, role_arns, deployment_api_url=deployment_api_url,
+                                   deployment_namespace=deployment_namespace)
     if section == "manifests":
         return manifests.build_manifests(spec, constraints)
     if section == "policies":
@@ -130,7 +132,8 @@ def _print_render(spec: EnvironmentSpec, args: argparse.Namespace) -> None:
     oidc_issuer = args.oidc_issuer or f"https://oidc.eks.{region}.amazonaws.com/id/{PLACEHOLDER_OIDC_ID}"
     constraints = _read_constraints(args.constraints)
     sections = [args.only] if args.only else list(SECTIONS)
-    data = {s: render(spec, s, args.account_id, oidc_issuer, constraints, args.deployment_api_url) for s in sections}
+    data = {s: render(spec, s, args.account_id, oidc_issuer, constraints, args.deployment_api_url,
+                      args.deployment_namespace) for s in sections}
     note = _placeholder_note(spec, args, sections, oidc_issuer)
     if args.format == "json":
         if note:
@@ -152,6 +155,9 @@ def _placeholder_note(spec: EnvironmentSpec, args: argparse.Namespace, sections:
     if "values" in sections and not spec.astro.deployment_api_url and args.deployment_api_url == PLACEHOLDER_API_URL:
         lines.append(f"astroDeploymentAPIURL {PLACEHOLDER_API_URL} is a placeholder (the bootstrap reads it from "
                      "Astro); pass --deployment-api-url for the real one.")
+    if "values" in sections and args.deployment_namespace == PLACEHOLDER_NAMESPACE:
+        lines.append(f"ASTRO_DEPLOYMENT_NAMESPACE {PLACEHOLDER_NAMESPACE} is a placeholder (the bootstrap reads it "
+                     "from Astro); pass --deployment-namespace for the real one.")
     if not args.oidc_issuer and "policies" in sections and spec.irsa:
         lines.append(f"OIDC issuer {oidc_issuer} is a placeholder; pass --oidc-issuer (EKS describe-cluster).")
     if "manifests" in sections:
@@ -179,6 +185,8 @@ def _parser() -> argparse.ArgumentParser:
                             help="print one section (default: all but management-policy)")
     render_cmd.add_argument("--format", choices=("yaml", "json"), default="yaml")
     render_cmd.add_argument("--account-id", default=PLACEHOLDER_ACCOUNT_ID, help="AWS account id for ARNs")
+    render_cmd.add_argument("--deployment-namespace", default=PLACEHOLDER_NAMESPACE,
+                            help="the Deployment's namespace as Astro reports it (ASTRO_DEPLOYMENT_NAMESPACE)")
     render_cmd.add_argument("--deployment-api-url", default=PLACEHOLDER_API_URL,
                             help="the Deployment's agent API URL, when the spec leaves astro.deployment_api_url out")
     render_cmd.add_argument("--oidc-issuer", help="the EKS cluster's OIDC issuer URL, for IRSA trust policies")

@@ -37,6 +37,7 @@ CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 IMAGE_WITH_TAG = re.compile(r"^[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)+(:[A-Za-z0-9._-]+|@sha256:[a-f0-9]{64})$")
 MIN_KUBERNETES = (1, 30)
+KMS_KEY_ARN = re.compile(r"^arn:aws(-cn|-us-gov)?:kms:[a-z]{2}(-gov)?-[a-z]+-\d:\d{12}:key/([0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}|mrk-[0-9a-f]{32})$")
 SEMVER = re.compile(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
 # Keys that would carry a secret value, and the field that names the Connection holding it instead.
@@ -123,6 +124,14 @@ def _aws_region(value: str) -> str:
     return value
 
 
+def _kms_key_arn(value: str) -> str:
+    if not KMS_KEY_ARN.match(value):
+        raise _problem("kms_key_arn", "not a KMS key ARN; write the key's ARN like "
+                       "'arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab' (IAM grants "
+                       "name keys, not aliases)")
+    return value
+
+
 def _conn_id(value: str) -> str:
     if not CONN_ID.match(value):
         raise _problem(
@@ -135,6 +144,7 @@ ConnId = Annotated[str, AfterValidator(_conn_id)]
 Prefix = Annotated[str, AfterValidator(_prefix)]
 BucketName = Annotated[str, Field(description="S3 bucket name"), AfterValidator(_bucket)]
 AwsRegion = Annotated[str, Field(description="AWS region, like 'us-east-1'"), AfterValidator(_aws_region)]
+KmsKeyArn = Annotated[str, AfterValidator(_kms_key_arn)]
 
 
 def _duplicates(items: list[Any], field: str, listed_as: str | None, fix: str) -> list[tuple[str, str]]:
@@ -238,6 +248,7 @@ class ChartSpec(SpecModel):
     version: Annotated[str, Field(description="Pinned chart version; decides version-dependent values (openLineage >= 2.2, stateStoreBackend >= 2.3).")] = "2.3.3"
     path: Annotated[str | None, Field(description="A local chart directory (relative to the repository root) used instead of the repo")] = None
     open_lineage: Annotated[bool, Field(description="Send lineage to Astro (chart >= 2.2).")] = False
+    open_lineage_conn_id: Annotated[str, Field(description="Airflow Connection whose password is the Deployment API token lineage is sent with; the bootstrap copies it into the chart's API-key Secret.")] = "astro_openlineage"
     sentinel: Annotated[bool, Field(description="Run the Sentinel agent monitor (chart >= 1.2).")] = True
     rollout_timeout_seconds: Annotated[int, Field(description="How long an install or upgrade may take to become ready before it is rolled back.", ge=30)] = 600
 
@@ -448,6 +459,7 @@ class XComBackendSpec(SpecModel):
     prefix: Annotated[Prefix, Field(description="Key prefix, no leading or trailing '/'.")] = "xcom"
     threshold_bytes: Annotated[int, Field(description="XComs larger than this go to S3; 0 = always")] = 0
     compression: Annotated[Literal["zip", "gzip", "snappy", "bz2", "lzma"] | None, Field(description="Compression of XCom objects.")] = None
+    kms_key_arn: Annotated[KmsKeyArn | None, Field(description="KMS key the bucket encrypts with (SSE-KMS); the agents get kms:GenerateDataKey and kms:Decrypt on it through S3 only.")] = None
 
     @field_validator("threshold_bytes")
     @classmethod
@@ -464,11 +476,13 @@ class XComBackendSpec(SpecModel):
 class SecretsBackendSpec(SpecModel):
     connections_prefix: Annotated[Prefix, Field(description="Secrets Manager prefix of Airflow Connections.")] = "airflow/connections"
     variables_prefix: Annotated[Prefix, Field(description="Secrets Manager prefix of Airflow Variables.")] = "airflow/variables"
+    kms_key_arn: Annotated[KmsKeyArn | None, Field(description="Customer managed KMS key of the secrets; the agents get kms:Decrypt on it through Secrets Manager only.")] = None
 
 
 class LogsBackendSpec(SpecModel):
     bucket: Annotated[BucketName, Field(description="S3 bucket for task logs.")]
     prefix: Annotated[Prefix, Field(description="Key prefix of task logs.")] = "logs"
+    kms_key_arn: Annotated[KmsKeyArn | None, Field(description="KMS key the log bucket encrypts with (SSE-KMS); kms:GenerateDataKey and kms:Decrypt through S3 only.")] = None
 
 
 class StateStoreSpec(SpecModel):

@@ -269,3 +269,15 @@ def test_teardown_removes_everything_of_ours_and_nothing_else(dagbag: Any, clean
     assert deployment.allowed_ip_address_ranges == ["203.0.113.9/32"]
     assert (deployment.task_log_bucket, deployment.task_log_url_pattern) == (None, None)
     assert teardown(dagbag, confirm=spec.name)[0] == "success"  # a second teardown finds nothing and is fine
+
+
+def test_open_lineage_api_key_secret_is_filled_from_its_connection_before_the_install(dagbag: Any) -> None:
+    from remote_agents import naming
+    from remote_agents.spec import load_spec
+
+    spec = load_spec(ROOT / "include" / "environments" / "multi-queue.yaml")
+    dag = dagbag.get_dag("remote_agents_bootstrap__multi-queue")
+    task = dag.get_task("ensure_openlineage_secret")
+    assert (task.secret_name, task.secret_key, task.source_conn_id, task.source_field) == (
+        naming.openlineage_secret_name(spec), "api-key", spec.chart.open_lineage_conn_id, "password")
+    assert "helm_upgrade_install" in task.get_flat_relative_ids(upstream=False)

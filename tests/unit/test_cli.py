@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from remote_agents.cli import PLACEHOLDER_ACCOUNT_ID, PLACEHOLDER_API_URL, main
+from remote_agents.cli import PLACEHOLDER_ACCOUNT_ID, PLACEHOLDER_API_URL, PLACEHOLDER_NAMESPACE, main
 from remote_agents.render.manifests import build_manifests
 from remote_agents.render.policies import build_role_arns
 from remote_agents.render.values import build_values
@@ -53,7 +53,7 @@ def test_render_values_prints_yaml_equal_to_build_values(spec_file: Path, capsys
     assert main(["render", str(spec_file), "--only", "values"]) == 0
     spec = load_spec(spec_file)
     role_arns = build_role_arns(spec, PLACEHOLDER_ACCOUNT_ID) if spec.irsa else None
-    assert yaml.safe_load(capsys.readouterr().out) == build_values(spec, role_arns, PLACEHOLDER_API_URL)
+    assert yaml.safe_load(capsys.readouterr().out) == build_values(spec, role_arns, PLACEHOLDER_API_URL, PLACEHOLDER_NAMESPACE)
 
 
 def test_render_values_without_a_spec_url_says_it_is_a_placeholder(capsys: pytest.CaptureFixture[str]) -> None:

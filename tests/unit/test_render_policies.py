@@ -22,7 +22,7 @@ from remote_agents.render.policies import (
     build_permission_policy,
     build_role_arns,
 )
-from remote_agents.spec import EnvironmentSpec, load_spec, parse_spec
+from remote_agents.spec import EnvironmentSpec, XComBackendSpec, load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_FILES = sorted((ROOT / "include" / "environments").glob("*.yaml"))
@@ -108,7 +108,7 @@ def test_per_component_trust_policies_split_the_service_accounts() -> None:
     [
         (None, {"xcom", "state", "logs", "secrets"}),
         (naming.WORKER, {"xcom", "state", "logs", "secrets"}),
-        (naming.TRIGGERER, {"xcom", "logs", "secrets"}),
+        (naming.TRIGGERER, {"xcom", "state", "logs", "secrets"}),  # asset watchers keep state
         (naming.DAG_PROCESSOR, {"logs", "secrets"}),
     ],
 )
@@ -235,3 +235,30 @@ def test_eks_roles_get_the_aws_managed_policies() -> None:
             "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
         ],
     }
+
+
+KMS = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def test_kms_keys_are_usable_only_through_their_service_and_only_by_components_that_need_them() -> None:
+    spec = spec_named("multi-queue")
+    backends = spec.backends.model_copy(update={
+        "xcom": spec.backends.xcom.model_copy(update={"kms_key_arn": KMS}),
+        "secrets": spec.backends.secrets.model_copy(update={"kms_key_arn": KMS}),
+    })
+    spec = spec.model_copy(update={"backends": backends})
+    worker = build_permission_policy(spec, ACCOUNT, naming.WORKER)
+    region = spec.backends.aws_region
+    via_s3 = Request("kms:GenerateDataKey", KMS, context={"kms:ViaService": f"s3.{region}.amazonaws.com"})
+    direct = Request("kms:Decrypt", KMS)
+    via_secrets = Request("kms:Decrypt", KMS, context={"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"})
+    assert evaluate([worker], via_s3) is Decision.ALLOW and evaluate([worker], via_secrets) is Decision.ALLOW
+    assert evaluate([worker], direct) is Decision.IMPLICIT_DENY
+    dag_processor = build_permission_policy(spec, ACCOUNT, naming.DAG_PROCESSOR)  # no XCom, no state
+    assert evaluate([dag_processor], via_s3) is Decision.IMPLICIT_DENY
+    assert evaluate([dag_processor], via_secrets) is Decision.ALLOW
+
+
+def test_a_kms_alias_is_refused_with_the_fix() -> None:
+    with pytest.raises(Exception, match="not a KMS key ARN"):
+        XComBackendSpec(bucket="b-xcom", kms_key_arn="alias/agents")

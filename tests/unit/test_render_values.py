@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -34,10 +35,12 @@ def spec_named(name: str) -> EnvironmentSpec:
 
 
 REPORTED_URL = "https://clreported.external.astronomer.run/d1reported"
+REPORTED_NAMESPACE = "ultraviolet-corona-6870"
 
 
 def render(spec: EnvironmentSpec) -> dict[str, Any]:
-    return build_values(spec, build_role_arns(spec, ACCOUNT) if spec.irsa else None, deployment_api_url=REPORTED_URL)
+    return build_values(spec, build_role_arns(spec, ACCOUNT) if spec.irsa else None, deployment_api_url=REPORTED_URL,
+                        deployment_namespace=REPORTED_NAMESPACE)
 
 
 def with_changes(name: str, **changes: Any) -> EnvironmentSpec:
@@ -145,9 +148,27 @@ def test_open_lineage_block_is_present_from_chart_2_2(version: str, present: boo
         assert values["openLineage"] == {"enabled": False}
 
 
-def test_open_lineage_enabled_names_the_api_key_secret() -> None:
+def test_open_lineage_enabled_is_complete_as_astros_downloaded_values() -> None:
     spec = spec_named("multi-queue")
-    assert render(spec)["openLineage"] == {"enabled": True, "apiKeySecret": naming.openlineage_secret_name(spec)}
+    values = render(spec)
+    identity = {"ASTRO_ORGANIZATION_ID": spec.astro.organization_id, "ASTRO_DEPLOYMENT_ID": spec.astro.deployment_id,
+                "ASTRO_DEPLOYMENT_NAMESPACE": REPORTED_NAMESPACE}
+    if spec.astro.workspace_id:
+        identity["ASTRO_WORKSPACE_ID"] = spec.astro.workspace_id
+    lineage = values["openLineage"]
+    assert lineage["apiKeySecret"] == naming.openlineage_secret_name(spec) and lineage["namespace"] == REPORTED_NAMESPACE
+    assert lineage["url"] == "https://o11y.astronomer.io"
+    path, _, query = lineage["endpoint"].partition("?")
+    assert path == "/api/v1/lineage" and dict(parse_qsl(query)) == identity
+    assert sorted(lineage["facetsEnvironmentVariables"]) == sorted(identity)
+    common = {item["name"]: item["value"] for item in values["commonEnv"]}
+    assert {name: common[name] for name in identity} == identity  # every facet variable is set on the agents
+
+
+def test_open_lineage_without_the_deployment_namespace_is_refused() -> None:
+    spec = spec_named("multi-queue")
+    with pytest.raises(ConfigError, match="chart.open_lineage: the Deployment's namespace"):
+        build_values(spec, build_role_arns(spec, ACCOUNT), deployment_api_url=REPORTED_URL)
 
 
 @pytest.mark.parametrize("name", ["sandbox", "multi-queue", "tutorial", "onprem"])

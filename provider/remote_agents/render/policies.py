@@ -27,13 +27,15 @@ ACCOUNT_ID = re.compile(r"^\d{12}$")
 SERVICE_ACCOUNT_SUBJECT = re.compile(r"^system:serviceaccount:[a-z0-9]([-a-z0-9]*[a-z0-9])?:[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
 OIDC_ISSUER = re.compile(r"^https://([a-z0-9.-]+(/[A-Za-z0-9._-]+)*)$")
 # What each Airflow component touches (per_component roles). Workers run tasks: XCom, task state,
-# task logs, connections/variables. The triggerer runs triggers: XCom and trigger logs, connections,
-# but no task state store. The Dag processor parses: connections/variables (git bundle credentials,
-# top-level Variable reads) and its own logs, never XCom or task state.
+# task logs, connections/variables. The triggerer runs triggers: XCom, trigger logs, connections, and
+# the state store, where asset watchers keep their asset-scoped state (common-io's
+# StateStoreObjectStorageBackend writes AssetScope keys under `<state prefix>/assets/`). The Dag
+# processor parses: connections/variables (git bundle credentials, top-level Variable reads) and its
+# own logs, never XCom or state.
 COMPONENT_NEEDS = {
     None: {"xcom", "state", "logs", "secrets"},
     naming.WORKER: {"xcom", "state", "logs", "secrets"},
-    naming.TRIGGERER: {"xcom", "logs", "secrets"},
+    naming.TRIGGERER: {"xcom", "state", "logs", "secrets"},
     naming.DAG_PROCESSOR: {"logs", "secrets"},
 }
 
@@ -198,9 +200,34 @@ def build_permission_policy(spec: EnvironmentSpec, account_id: str, component: s
                 ],
             }
         )
+    statements.extend(_kms_statements(spec, needs))
     policy = {"Version": POLICY_VERSION, "Statement": statements}
     _refuse_wildcards(spec, policy)
     return policy
+
+
+def _kms_statements(spec: EnvironmentSpec, needs: set[str]) -> list[dict[str, Any]]:
+    """Use of the spec's KMS keys, only through the service that encrypts with them (``kms:ViaService``).
+
+    SSE-KMS writes need kms:GenerateDataKey and reads kms:Decrypt
+    (https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingKMSEncryption.html#require-sse-kms);
+    reading a secret under a customer managed key needs kms:Decrypt
+    (https://docs.aws.amazon.com/secretsmanager/latest/userguide/security-encryption.html).
+    """
+    backends = spec.backends
+    region = backends.aws_region
+    s3_keys = {key for need, key in (("xcom", backends.xcom.kms_key_arn), ("state", backends.xcom.kms_key_arn),
+                                     ("logs", backends.logs.kms_key_arn)) if need in needs and key}
+    statements = []
+    if s3_keys:
+        statements.append({"Sid": "UseBucketKeys", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                           "Resource": sorted(s3_keys),
+                           "Condition": {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}}})
+    if "secrets" in needs and backends.secrets.kms_key_arn:
+        statements.append({"Sid": "UseSecretsKey", "Effect": "Allow", "Action": ["kms:Decrypt"],
+                           "Resource": [backends.secrets.kms_key_arn],
+                           "Condition": {"StringEquals": {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"}}})
+    return statements
 
 
 def build_irsa_policies(spec: EnvironmentSpec, oidc_issuer: str, account_id: str) -> dict[str | None, dict[str, Any]]:

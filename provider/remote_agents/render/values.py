@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from urllib.parse import urlencode
 
 from packaging.version import Version
 
@@ -33,6 +34,8 @@ STATIC_CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 SHARED_PACKAGES = "/shared/packages"
 CONSTRAINTS_DIR = "/constraints"
 OPENLINEAGE_SINCE = Version("2.2.0")
+OPENLINEAGE_URL = "https://o11y.astronomer.io"
+OPENLINEAGE_ENDPOINT = "/api/v1/lineage"
 STATE_STORE_SINCE = Version("2.3.0")
 # Chart keys of the per-component ServiceAccount settings (reference 3.3).
 SERVICE_ACCOUNT_KEYS = {
@@ -63,13 +66,15 @@ def _runtime(text: str) -> tuple[int, int, int] | None:
 
 
 def build_values(spec: EnvironmentSpec, role_arns: dict[str | None, str] | None = None,
-                 deployment_api_url: str | None = None) -> dict[str, Any]:
+                 deployment_api_url: str | None = None, deployment_namespace: str | None = None) -> dict[str, Any]:
     """Chart values for ``spec``; ``role_arns`` maps component (None = all) to the IRSA role ARN.
 
     ``role_arns`` must cover exactly the roles ``naming.irsa_role_names`` defines for an IRSA spec,
     and be empty for static credentials: a missing annotation would leave agents without AWS access.
     ``deployment_api_url`` is the Deployment's ``remoteExecution.remoteApiUrl`` as Astro reports it;
-    the spec's ``astro.deployment_api_url``, when set, wins.
+    the spec's ``astro.deployment_api_url``, when set, wins. ``deployment_namespace`` is the
+    Deployment's ``namespace`` as Astro reports it: ``ASTRO_DEPLOYMENT_NAMESPACE`` and the lineage
+    namespace, as the values file Astro's UI downloads sets them.
     """
     _check_role_arns(spec, role_arns or {})
     api_url = spec.astro.deployment_api_url or deployment_api_url
@@ -90,7 +95,7 @@ def build_values(spec: EnvironmentSpec, role_arns: dict[str | None, str] | None 
         "secretBackend": SECRETS_BACKEND,
         "xcomBackend": XCOM_BACKEND,
         "dagBundleConfigList": json.dumps(build_dag_bundle_config(spec)),
-        "commonEnv": build_common_env(spec),
+        "commonEnv": build_common_env(spec, deployment_namespace),
         "labels": build_labels(spec),
         "annotations": dict(spec.annotations),
         "serviceAccount": build_service_account(spec, role_arns or {}),
@@ -101,7 +106,7 @@ def build_values(spec: EnvironmentSpec, role_arns: dict[str | None, str] | None 
     }
     if chart_version >= OPENLINEAGE_SINCE:
         # Chart 2.2.0 fails to render without the block (reference 8.13), so it is always present.
-        values["openLineage"] = build_open_lineage(spec)
+        values["openLineage"] = build_open_lineage(spec, deployment_namespace)
     if chart_version >= STATE_STORE_SINCE and spec.state_store:
         values["stateStoreBackend"] = STATE_STORE_BACKEND
     return values
@@ -131,7 +136,7 @@ def build_dag_bundle_config(spec: EnvironmentSpec) -> list[dict[str, Any]]:
     ]
 
 
-def build_common_env(spec: EnvironmentSpec) -> list[dict[str, str]]:
+def build_common_env(spec: EnvironmentSpec, deployment_namespace: str | None = None) -> list[dict[str, str]]:
     """Environment of the worker, Dag processor and triggerer containers; every value a string."""
     backends = spec.backends
     xcom, logs = backends.xcom, backends.logs
@@ -140,6 +145,7 @@ def build_common_env(spec: EnvironmentSpec) -> list[dict[str, str]]:
         "ASTRO_ORGANIZATION_ID": spec.astro.organization_id,
         **({"ASTRO_WORKSPACE_ID": spec.astro.workspace_id} if spec.astro.workspace_id else {}),
         "ASTRO_DEPLOYMENT_ID": spec.astro.deployment_id,
+        **({"ASTRO_DEPLOYMENT_NAMESPACE": deployment_namespace} if deployment_namespace else {}),
         "AWS_DEFAULT_REGION": backends.aws_region,
         f"AIRFLOW_CONN_{AWS_CONN_ID.upper()}": json.dumps(
             {"conn_type": "aws", "extra": {"region_name": backends.aws_region}}
@@ -154,6 +160,10 @@ def build_common_env(spec: EnvironmentSpec) -> list[dict[str, str]]:
         "AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_PATH": f"s3://{AWS_CONN_ID}@{xcom.bucket}/{xcom.prefix}",
         "AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_THRESHOLD": str(xcom.threshold_bytes),
         **({"AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_COMPRESSION": xcom.compression} if xcom.compression else {}),
+        # Airflow's own S3 task handler, under the agents' IRSA role. Not the tutorial's
+        # AIRFLOW__LOGGING__LOGGING_CONFIG_CLASS=astronomer.runtime.logging.logging_config with
+        # ASTRO_LOGGING_AWS_WEB_IDENTITY_TOKEN_FILE: that config and whatever writes the token file are
+        # internal to Astro Runtime and not documented, so nothing here could check what they need.
         "AIRFLOW__LOGGING__REMOTE_LOGGING": "True",
         "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER": f"s3://{logs.bucket}/{logs.prefix}",
         "AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID": AWS_CONN_ID,
@@ -266,11 +276,40 @@ def build_pip_env() -> list[dict[str, str]]:
     return [{"name": "PYTHONPATH", "value": SHARED_PACKAGES}]
 
 
-def build_open_lineage(spec: EnvironmentSpec) -> dict[str, Any]:
-    """The `openLineage` block: on with the API key Secret we create, or explicitly off."""
+def build_open_lineage(spec: EnvironmentSpec, deployment_namespace: str | None = None) -> dict[str, Any]:
+    """The `openLineage` block: off, or complete as in the values file Astro's UI downloads.
+
+    That file (e.g. `values-primary.yaml` of https://github.com/crobertson-astro/aws-re-dr, "generated
+    for chart 2.0.0") sends events to ``OPENLINEAGE_URL`` with the Deployment's identity both in the
+    endpoint's query and, through ``facetsEnvironmentVariables``, in every event; the API key is a
+    Deployment token in the Secret the bootstrap fills from ``chart.open_lineage_conn_id``.
+    """
     if not spec.chart.open_lineage:
         return {"enabled": False}
-    return {"enabled": True, "apiKeySecret": naming.openlineage_secret_name(spec)}
+    if not deployment_namespace:
+        raise ConfigError(["chart.open_lineage: the Deployment's namespace is not known (Astro reports it as "
+                           "`namespace`); let the bootstrap read it, or pass --deployment-namespace to render"],
+                          source=f"environment {spec.name}")
+    identity = {name: value for name, value in sorted(_astro_identity(spec, deployment_namespace).items())}
+    return {
+        "enabled": True,
+        "apiKeySecret": naming.openlineage_secret_name(spec),
+        "namespace": deployment_namespace,
+        "url": OPENLINEAGE_URL,
+        "endpoint": f"{OPENLINEAGE_ENDPOINT}?{urlencode(identity)}",
+        "facetsEnvironmentVariables": list(_astro_identity(spec, deployment_namespace)),
+    }
+
+
+def _astro_identity(spec: EnvironmentSpec, deployment_namespace: str) -> dict[str, str]:
+    """The ``ASTRO_*`` variables that say which Deployment an agent belongs to (all in commonEnv)."""
+    astro = spec.astro
+    return {
+        "ASTRO_ORGANIZATION_ID": astro.organization_id,
+        **({"ASTRO_WORKSPACE_ID": astro.workspace_id} if astro.workspace_id else {}),
+        "ASTRO_DEPLOYMENT_ID": astro.deployment_id,
+        "ASTRO_DEPLOYMENT_NAMESPACE": deployment_namespace,
+    }
 
 
 def _check_role_arns(spec: EnvironmentSpec, role_arns: dict[str | None, str]) -> None:
