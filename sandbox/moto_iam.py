@@ -11,7 +11,7 @@ that with AWS's evaluation (``iam_policy.evaluate``) of:
   on IAM, EKS, EC2 and Secrets Manager creates and tag calls; ``ec2:ResourceTag/*`` and
   ``aws:ResourceTag/*`` on EC2 resources and IAM roles that exist; ``iam:PolicyARN`` and
   ``iam:AWSServiceName`` where IAM defines them;
-- the authorizations AWS makes as part of another call (each named in ``IMPLIED``):
+- the authorizations AWS makes as part of another call (``authorizations``):
   ``iam:PassRole`` with ``iam:PassedToService`` for the roles EKS is handed, and the tag-on-create
   permissions (``ec2:CreateTags`` with ``ec2:CreateAction``, ``eks:TagResource``, ``iam:TagRole``,
   ``iam:TagOpenIDConnectProvider``, ``secretsmanager:TagResource``);
@@ -55,15 +55,6 @@ EKS_PASSED_ROLES = {"CreateCluster": "roleArn", "CreateNodegroup": "nodeRole"}
 # Tag-on-create: the action AWS also authorizes when a create carries tags.
 TAG_ON_CREATE = {"ec2": "ec2:CreateTags", "eks": "eks:TagResource", "secretsmanager": "secretsmanager:TagResource"}
 IAM_TAG_ON_CREATE = {"CreateRole": "iam:TagRole", "CreateOpenIDConnectProvider": "iam:TagOpenIDConnectProvider"}
-# The authorizations one call implies, for the docs and for tests that account for every allowed action.
-IMPLIED = {
-    "iam:PassRole": ("eks:CreateCluster", "eks:CreateNodegroup"),
-    "ec2:CreateTags": ("ec2:Create* with TagSpecification",),
-    "eks:TagResource": ("eks:CreateCluster", "eks:CreateNodegroup"),
-    "iam:TagRole": ("iam:CreateRole with Tags",),
-    "iam:TagOpenIDConnectProvider": ("iam:CreateOpenIDConnectProvider with Tags",),
-    "secretsmanager:TagResource": ("secretsmanager:CreateSecret with Tags",),
-}
 EC2_RESOURCES = {
     "CreateVpc": ("vpc", None), "CreateSubnet": ("subnet", None), "CreateInternetGateway": ("internet-gateway", None),
     "AllocateAddress": ("elastic-ip", None), "CreateNatGateway": ("natgateway", None),
