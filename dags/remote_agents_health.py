@@ -33,7 +33,7 @@ from remote_agents.spec import EnvironmentSpec
 log = logging.getLogger(__name__)
 
 SELFTEST_CHECKS = (diagnose.DEPLOYMENT_API, diagnose.QUEUES, diagnose.XCOM, diagnose.SECRETS, diagnose.LOGS,
-                   diagnose.IDENTITY, diagnose.DEFERRAL)
+                   diagnose.IDENTITY, diagnose.STATE_STORE, diagnose.DEFERRAL)
 FINDINGS_KEY = "findings"
 
 

@@ -9,6 +9,8 @@ the agents' configuration works where it matters (inside a task on that queue):
   the secrets backend; only digests bound to this run's nonce are returned, never the values;
 - logging: a line with a unique marker (the health Dag finds it through the API and in the log bucket);
 - identity: `sts:GetCallerIdentity` (the health Dag compares it with the environment's IRSA role);
+- state store: the nonce written to the task state store and read back (through the object-storage
+  backend when `AIRFLOW__WORKERS__STATE_STORE_BACKEND` names one, as it does from chart 2.3);
 and, once, a deferrable wait that only the triggerer can finish.
 
 Queues: a Dag's shape is fixed when it is parsed, and it is parsed on the agents, so the queues come
@@ -41,6 +43,7 @@ CANARY_NAME = "remote_agents_canary"
 MARKER_PREFIX = "REMOTE-AGENTS-SELFTEST"
 QUEUES_VARIABLE = "REMOTE_AGENTS_QUEUES"
 DEFERRED_WAIT_SECONDS = 3
+STATE_KEY = "remote_agents_nonce"
 XCOM_PATH_VARIABLE = "AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_PATH"
 XCOM_THRESHOLD_VARIABLE = "AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_THRESHOLD"
 # Added to the threshold, so the payload always goes to object storage (and stays small).
@@ -126,10 +129,19 @@ def build_queue_group(queue: str) -> None:
             caller = StsHook(aws_conn_id=None).conn.get_caller_identity()
             return {"arn": caller["Arn"], "account": caller["Account"]}
 
+        # No XCom: a failure here is the state store's own, never the XCom backend's.
+        @task(queue=queue, do_xcom_push=False)
+        def state_roundtrip(dag_run: Any = None, task_state_store: Any = None) -> None:
+            nonce = _nonce(dag_run)
+            task_state_store.set(STATE_KEY, nonce, retention=timedelta(days=1))
+            if task_state_store.get(STATE_KEY) != nonce:
+                raise ValueError("task state store did not return the value just written")
+
         xcom_consume(xcom_produce())
         read_canary()
         log_marker()
         identity()
+        state_roundtrip()
 
 
 with DAG(

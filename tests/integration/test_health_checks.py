@@ -192,8 +192,10 @@ def test_worker_never_ready_is_a_workloads_finding_only(environment: Sandbox, sp
 def test_xcom_policy_statement_removed_names_the_role_and_the_s3_policy(environment: Sandbox, spec: EnvironmentSpec) -> None:
     iam = environment.aws.admin_client("iam")
     role, policy_name, document = role_policy(environment)
-    reduced = {**document, "Statement": [s for s in document["Statement"]
-                                         if "sandbox-xcom/xcom" not in json.dumps(s.get("Resource"))]}
+    xcom_objects = "arn:aws:s3:::sandbox-xcom/xcom/*"
+    reduced = {**document, "Statement": [{**s, "Resource": [r for r in s["Resource"] if r != xcom_objects]}
+                                         if isinstance(s["Resource"], list) and xcom_objects in s["Resource"] else s
+                                         for s in document["Statement"]]}
     iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(reduced))
     try:
         failing = check_health(spec)
@@ -223,10 +225,11 @@ def test_list_bucket_conditioned_on_the_prefix_is_diagnosed_as_the_head_bucket_d
     finally:
         iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(document))
 
-    assert "xcom" in failing
-    text = "\n".join(messages(failing))
-    assert "the bucket check (HeadBucket) was refused" in text
-    assert f"role {role} needs s3:ListBucket on arn:aws:s3:::sandbox-xcom without an s3:prefix condition" in text
+    assert set(failing) == {"xcom", "state_store"}
+    xcom, state = ("\n".join(f.message for f in failing[check]) for check in ("xcom", "state_store"))
+    assert "the bucket check (HeadBucket) was refused" in xcom
+    assert f"role {role} needs s3:ListBucket on arn:aws:s3:::sandbox-xcom without an s3:prefix condition" in xcom
+    assert "access denied on s3://sandbox-xcom/state: the bucket check (HeadBucket) was refused" in state
 
 
 def test_trust_naming_another_service_account_refuses_the_agents_and_names_theirs(
@@ -405,8 +408,10 @@ def test_health_dag_notifies_an_incident_once_then_the_recovery(environment: San
     environment.webhook.clear()
     iam = environment.aws.admin_client("iam")
     role, policy_name, document = role_policy(environment)
-    reduced = {**document, "Statement": [s for s in document["Statement"]
-                                         if "sandbox-xcom/xcom" not in json.dumps(s.get("Resource"))]}
+    xcom_objects = "arn:aws:s3:::sandbox-xcom/xcom/*"
+    reduced = {**document, "Statement": [{**s, "Resource": [r for r in s["Resource"] if r != xcom_objects]}
+                                         if isinstance(s["Resource"], list) and xcom_objects in s["Resource"] else s
+                                         for s in document["Statement"]]}
     iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(reduced))
     try:
         failed_state, failed_tasks, failed_report = health_run(dagbag)

@@ -242,4 +242,34 @@ def test_selftest_dag_repeats_the_contract_values() -> None:
     assert constants["CANARY_NAME"] == contract.CANARY_NAME
     assert constants["MARKER_PREFIX"] == contract.MARKER_PREFIX
     assert constants["QUEUES_VARIABLE"] == contract.QUEUES_VARIABLE
+    assert constants["STATE_KEY"] == contract.STATE_KEY
     assert set(contract.QUEUE_TASKS) <= tasks
+
+
+STATE_EXPECT = Expectations(**{**EXPECT.__dict__, "state_store_location": "s3://xb/state"})
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        ("PermissionError: Access Denied; AccessDenied: An error occurred (AccessDenied) when calling the CreateBucket "
+         "operation: Access Denied", "the bucket check (HeadBucket) was refused"),
+        ("ClientError: An error occurred (403) when calling the PutObject operation: Forbidden",
+         "access denied on s3://xb/state"),
+        ("An error occurred (AccessDenied) when calling the AssumeRoleWithWebIdentity operation: Not authorized to "
+         "perform sts:AssumeRoleWithWebIdentity", "the agents got no AWS credentials"),
+    ],
+)
+def test_state_store_failure_is_its_own_finding_with_the_cause(error: str, expected: str) -> None:
+    queue = healthy_queue()
+    tasks = with_tasks(queue, state_roundtrip=("failed", error))
+
+    result = failing(run(QueueEvidence(**{**queue.__dict__, "tasks": tasks})), STATE_EXPECT)
+
+    assert list(result) == ["state_store"] and expected in result["state_store"][0]
+
+
+def test_state_store_is_not_judged_where_the_spec_has_none() -> None:
+    queue = healthy_queue()
+    tasks = with_tasks(queue, state_roundtrip=("failed", "KeyError: 'task_state_store'"))
+    assert failing(run(QueueEvidence(**{**queue.__dict__, "tasks": tasks}))) == {}

@@ -22,7 +22,10 @@ XCOM_CONSUME = "xcom_consume"
 READ_CANARY = "read_canary"
 LOG_MARKER = "log_marker"
 IDENTITY = "identity"
-QUEUE_TASKS = (XCOM_PRODUCE, XCOM_CONSUME, READ_CANARY, LOG_MARKER, IDENTITY)
+STATE_ROUNDTRIP = "state_roundtrip"
+QUEUE_TASKS = (XCOM_PRODUCE, XCOM_CONSUME, READ_CANARY, LOG_MARKER, IDENTITY, STATE_ROUNDTRIP)
+# The task state store key the self-test writes and reads back (its copy in the self-test Dag is checked).
+STATE_KEY = "remote_agents_nonce"
 # The deferrable task; it runs on the first queue and waits in the triggerer.
 DEFERRED_WAIT = "deferred_wait"
 DEFERRED_WAIT_SECONDS = 3

@@ -28,9 +28,10 @@ XCOM = "xcom"
 SECRETS = "secrets"
 LOGS = "logs"
 IDENTITY = "identity"
+STATE_STORE = "state_store"
 DEFERRAL = "deferral"
 DRIFT = "drift"
-CHECKS = (WORKLOADS, AGENT_TOKEN, DEPLOYMENT_API, QUEUES, XCOM, SECRETS, LOGS, IDENTITY, DEFERRAL)
+CHECKS = (WORKLOADS, AGENT_TOKEN, DEPLOYMENT_API, QUEUES, XCOM, SECRETS, LOGS, IDENTITY, STATE_STORE, DEFERRAL)
 NOT_STARTED = frozenset({None, "none", "scheduled", "queued"})
 RESTART_LIMIT = 5
 _XCOM_ERROR = re.compile(r"xcom_objectstorage|XCom|HeadObject|PutObject|NoSuchBucket|s3fs", re.IGNORECASE)
@@ -94,6 +95,8 @@ class Expectations:
     log_bucket_exists: bool = True
     # queue -> `system:serviceaccount:<ns>:<name>` of its worker, which the IRSA trust must name
     queue_subjects: Mapping[str, str] = field(default_factory=dict)
+    # s3://<bucket>/<prefix> of the task state store, when the spec gives the agents one
+    state_store_location: str | None = None
 
 
 @dataclass(frozen=True)
@@ -322,7 +325,8 @@ def diagnose_xcom(selftest: SelfTestEvidence | None, expect: Expectations) -> li
         produce, consume = evidence.task(contract.XCOM_PRODUCE), evidence.task(contract.XCOM_CONSUME)
         component = f"XCom on queue `{queue}`"
         failed = next((t for t in (produce, consume) if t.state in ("failed", "upstream_failed") and t.error), None)
-        failed = failed or next((t for t in evidence.tasks.values() if t.state == "failed" and _is_xcom_error(t.error)), None)
+        failed = failed or next((t for name, t in evidence.tasks.items()
+                                 if name != contract.STATE_ROUNDTRIP and t.state == "failed" and _is_xcom_error(t.error)), None)
         if _stuck(evidence) and not failed:
             continue  # the queue's finding
         # Where the payload went explains a consumer's failure better than the consumer's error does.
@@ -506,6 +510,37 @@ def _assumed_role(arn: str) -> str | None:
     return match.group(1) if match else None
 
 
+def diagnose_state_store(selftest: SelfTestEvidence | None, expect: Expectations) -> list[Finding]:
+    """The task state store round trip; only judged where the spec gives the agents a state store."""
+    if not _usable(selftest) or expect.state_store_location is None:
+        return []
+    assert selftest is not None
+    findings = []
+    where = expect.state_store_location
+    for queue, evidence in selftest.queues.items():
+        task = evidence.task(contract.STATE_ROUNDTRIP)
+        if task.state != "failed":  # the task pushes no XCom, so its failure is the state store's own
+            continue
+        component, error = f"state store on queue `{queue}`", task.error or "no error text (task logs unavailable)"
+        if _web_identity_refused(error):
+            findings.append(Finding(STATE_STORE, component, "the agents got no AWS credentials", error,
+                                    "see the identity check: the trust must name the worker's ServiceAccount"))
+        elif _DENIED.search(error) and ("HeadBucket" in error or "CreateBucket" in error):
+            findings.append(Finding(STATE_STORE, component, f"access denied on {where}: the bucket check (HeadBucket) "
+                                    "was refused", error,
+                                    f"role {', '.join(expect.role_names)} needs s3:ListBucket on the bucket without an "
+                                    "s3:prefix condition (HeadBucket sends no prefix); re-run the bootstrap"))
+        elif _DENIED.search(error):
+            findings.append(Finding(STATE_STORE, component, f"access denied on {where}", error,
+                                    f"role {', '.join(expect.role_names)} needs s3:PutObject/GetObject on {where}/*; "
+                                    "re-run the bootstrap to restore the policy"))
+        else:
+            findings.append(Finding(STATE_STORE, component, f"{task.task_id} failed", error,
+                                    "check AIRFLOW__WORKERS__STATE_STORE_BACKEND and "
+                                    "AIRFLOW__COMMON_IO__STATE_STORE_OBJECTSTORAGE_PATH in the values"))
+    return findings
+
+
 def diagnose_deferral(selftest: SelfTestEvidence | None) -> list[Finding]:
     if not _usable(selftest) or selftest is None or selftest.deferred_wait is None:
         return []
@@ -529,6 +564,7 @@ def diagnose_all(selftest: SelfTestEvidence | None, expect: Expectations) -> dic
         SECRETS: diagnose_secrets(selftest, expect),
         LOGS: diagnose_logs(selftest, expect),
         IDENTITY: diagnose_identity(selftest, expect),
+        STATE_STORE: diagnose_state_store(selftest, expect),
         DEFERRAL: diagnose_deferral(selftest),
     }
 

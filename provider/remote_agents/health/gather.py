@@ -32,6 +32,7 @@ from remote_agents.health.diagnose import (
 from remote_agents.health.drift import ReleaseState, RoleState, SecretState, ServiceAccountState
 from remote_agents.hooks.cluster import ClusterAccess, kubernetes_hook
 from remote_agents.hooks.deployment import AirflowRestClient, api_error
+from remote_agents.render.values import STATE_STORE_SINCE
 from remote_agents.spec import EnvironmentSpec
 from remote_agents.triggers.rollout import pod_problems
 
@@ -57,6 +58,8 @@ def expectations(spec: EnvironmentSpec, **facts: Any) -> Expectations:
         timeout_seconds=float(spec.health.selftest_timeout_seconds),
         queue_subjects={w.queue: f"system:serviceaccount:{spec.namespace}:{w.service_account}"
                         for w in naming.agent_workloads(spec, include_sentinel=False) if w.queue},
+        state_store_location=(f"s3://{backends.xcom.bucket}/{spec.state_store.prefix}"
+                              if spec.state_store and spec.chart.parsed_version >= STATE_STORE_SINCE else None),
         **facts,
     )
 
@@ -467,7 +470,8 @@ def evaluate_drift(area: str, spec: EnvironmentSpec, access: ClusterAccess, iden
 
     role_arns = desired_role_arns(spec, identity.get("account_id"))
     if area == drift.RELEASE:
-        desired = build_values(spec, role_arns=role_arns, deployment_api_url=_reported_api_url(spec))
+        api_url, namespace = _reported_deployment(spec)
+        desired = build_values(spec, role_arns=role_arns, deployment_api_url=api_url, deployment_namespace=namespace)
         return drift.compare_release(gather_release_state(spec, access), desired, spec.chart.version)
     if area == drift.SERVICE_ACCOUNTS:
         return drift.compare_service_accounts(gather_service_accounts(spec, access),
@@ -486,10 +490,9 @@ def evaluate_drift(area: str, spec: EnvironmentSpec, access: ClusterAccess, iden
     raise ValueError(f"unknown drift area {area!r}; use one of {', '.join(drift.AREAS)}")
 
 
-def _reported_api_url(spec: EnvironmentSpec) -> str | None:
-    """The Deployment's agent API URL from Astro, when the spec leaves it out (the bootstrap used that one)."""
-    if spec.astro.deployment_api_url:
-        return None
-    from remote_agents.hooks.astro import AstroHook
+def _reported_deployment(spec: EnvironmentSpec) -> tuple[str, str | None]:
+    """The agent API URL and the namespace of the Deployment as Astro reports them, as the bootstrap read them."""
+    from remote_agents.hooks.astro import AstroHook, remote_api_url
 
-    return AstroHook(spec.astro.connection_id, spec.astro.organization_id).get_remote_api_url(spec.astro.deployment_id)
+    deployment = AstroHook(spec.astro.connection_id, spec.astro.organization_id).get_deployment(spec.astro.deployment_id)
+    return spec.astro.deployment_api_url or remote_api_url(deployment), deployment.get("namespace")
