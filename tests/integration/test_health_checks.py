@@ -260,8 +260,9 @@ def test_xcom_bucket_deleted_says_the_bucket_is_missing(environment: Sandbox, sp
     finally:
         environment.aws.admin_client("s3").create_bucket(Bucket="sandbox-xcom")
 
-    assert set(failing) == {"xcom"}
-    assert "XCom bucket sandbox-xcom does not exist" in messages(failing)[0]
+    assert set(failing) == {"xcom", "state_store"}  # the state store is kept in the XCom bucket
+    assert "XCom bucket sandbox-xcom does not exist" in "\n".join(f.message for f in failing["xcom"])
+    assert "bucket sandbox-xcom of the state store does not exist" in "\n".join(f.message for f in failing["state_store"])
 
 
 def test_canary_deleted_after_writing_says_it_is_gone(environment: Sandbox, spec: EnvironmentSpec) -> None:

@@ -258,6 +258,7 @@ STATE_EXPECT = Expectations(**{**EXPECT.__dict__, "state_store_location": "s3://
          "access denied on s3://xb/state"),
         ("An error occurred (AccessDenied) when calling the AssumeRoleWithWebIdentity operation: Not authorized to "
          "perform sts:AssumeRoleWithWebIdentity", "the agents got no AWS credentials"),
+        ("FileNotFoundError: NoSuchBucket", "bucket xb of the state store does not exist"),
     ],
 )
 def test_state_store_failure_is_its_own_finding_with_the_cause(error: str, expected: str) -> None:

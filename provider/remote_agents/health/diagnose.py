@@ -522,7 +522,10 @@ def diagnose_state_store(selftest: SelfTestEvidence | None, expect: Expectations
         if task.state != "failed":  # the task pushes no XCom, so its failure is the state store's own
             continue
         component, error = f"state store on queue `{queue}`", task.error or "no error text (task logs unavailable)"
-        if _web_identity_refused(error):
+        if not expect.xcom_bucket_exists or "NoSuchBucket" in error:
+            findings.append(Finding(STATE_STORE, component, f"bucket {expect.xcom_bucket} of the state store does not "
+                                    "exist", error, f"create the bucket {expect.xcom_bucket} or fix backends.xcom.bucket"))
+        elif _web_identity_refused(error):
             findings.append(Finding(STATE_STORE, component, "the agents got no AWS credentials", error,
                                     "see the identity check: the trust must name the worker's ServiceAccount"))
         elif _DENIED.search(error) and ("HeadBucket" in error or "CreateBucket" in error):
