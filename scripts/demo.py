@@ -127,7 +127,7 @@ def main() -> int:
         env.update(sandbox.env())
         health_run("health-1", env, sandbox)
 
-        heading("Fault: the agents' role loses its XCom statement; health checks again")
+        heading("Fault: the agents' role loses its statement for XCom and state-store objects; health checks again")
         iam = sandbox.aws.admin_client("iam")
         policy_name = "remote-agents-access"
         policy = iam.get_role_policy(RoleName=role["RoleName"], PolicyName=policy_name)["PolicyDocument"]
