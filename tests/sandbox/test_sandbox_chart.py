@@ -86,7 +86,10 @@ def test_tutorial_values_render_the_named_deployments_and_service_accounts(tutor
     expected = {"my-agents-dag-processor", "my-agents-triggerer", "my-agents-sentinel", "my-agents-worker-default-worker"}
 
     assert names(tutorial, "Deployment") == expected
-    assert names(tutorial, "ServiceAccount") == expected
+    # The real chart's documented defaults end in a `<name>` (here the release): remote-agents sets its own.
+    assert names(tutorial, "ServiceAccount") == {
+        f"my-agents-dag-processor-{RELEASE}", f"my-agents-triggerer-{RELEASE}", "my-agents-sentinel",
+        "my-agents-worker-default-worker"}
 
 
 def test_multi_queue_values_render_one_worker_per_queue(multi_queue: list[Manifest]) -> None:
@@ -97,13 +100,25 @@ def test_multi_queue_values_render_one_worker_per_queue(multi_queue: list[Manife
     }
 
     assert workers == {"prod-worker-default-worker": "default", "prod-worker-etl": "etl", "prod-worker-ml": "ml-gpu"}
-    assert names(multi_queue, "ServiceAccount") == {*workers, "prod-dag-processor", "prod-triggerer", "prod-sentinel"}
+    assert names(multi_queue, "ServiceAccount") == {*workers, f"prod-dag-processor-{RELEASE}", f"prod-triggerer-{RELEASE}",
+                                                    "prod-sentinel"}
 
 
 def test_every_deployment_runs_as_its_own_service_account(multi_queue: list[Manifest]) -> None:
-    for m in multi_queue:
-        if m["kind"] == "Deployment":
-            assert m["spec"]["template"]["spec"]["serviceAccountName"] == m["metadata"]["name"]
+    accounts = names(multi_queue, "ServiceAccount")
+    used = [m["spec"]["template"]["spec"]["serviceAccountName"] for m in multi_queue if m["kind"] == "Deployment"]
+    assert len(set(used)) == len(used) and set(used) <= accounts
+
+
+def test_service_account_names_in_the_values_replace_every_default(helm_env: dict[str, str], tmp_path: Path) -> None:
+    """What remote-agents renders: each component's ServiceAccount named, as its IRSA trust names it."""
+    values = yaml.safe_load((CHART / "ci" / "multi-queue-values.yaml").read_text())
+    values["serviceAccount"].update({"dagProcessor": {"name": "prod-dag-processor"}, "triggerer": {"name": "prod-triggerer"}})
+    path = tmp_path / "named.yaml"
+    path.write_text(yaml.safe_dump(values))
+    accounts = {m["metadata"]["name"]: m["spec"]["template"]["spec"]["serviceAccountName"]
+                for m in render(helm_env, path) if m["kind"] == "Deployment"}
+    assert accounts["prod-dag-processor"] == "prod-dag-processor" and accounts["prod-triggerer"] == "prod-triggerer"
 
 
 def test_irsa_annotation_is_on_every_service_account(tutorial: list[Manifest], multi_queue: list[Manifest]) -> None:

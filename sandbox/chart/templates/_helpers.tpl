@@ -67,12 +67,18 @@ Call with (dict "root" $ "defaultName" ... "overrides" (list ...)).
       "overrides" (list $defaults (.worker.serviceAccount | default dict))) -}}
 {{- end }}
 
-{{/* ServiceAccount settings of dagProcessor / triggerer / sentinel. Call with (dict "root" $ "key" "dagProcessor" "suffix" "dag-processor"). */}}
+{{/*
+ServiceAccount settings of dagProcessor / triggerer / sentinel. Call with (dict "root" $ "key" "dagProcessor" "suffix" "dag-processor").
+The real chart documents the Dag processor's and triggerer's default names as
+<resourceNamePrefix>-<component>-<name> without saying what <name> is; here it is the release name,
+so that anything that relies on those defaults instead of setting serviceAccount.<component>.name
+breaks in the sandbox too.
+*/}}
 {{- define "astro-agent.componentServiceAccount" -}}
 {{- $override := get ((.root.Values.serviceAccount | default dict)) .key | default dict -}}
-{{- include "astro-agent.serviceAccount" (dict "root" .root
-      "defaultName" (include "astro-agent.name" (dict "root" .root "suffix" .suffix))
-      "overrides" (list $override)) -}}
+{{- $default := include "astro-agent.name" (dict "root" .root "suffix" .suffix) -}}
+{{- if has .key (list "dagProcessor" "triggerer") }}{{ $default = printf "%s-%s" $default .root.Release.Name }}{{ end -}}
+{{- include "astro-agent.serviceAccount" (dict "root" .root "defaultName" $default "overrides" (list $override)) -}}
 {{- end }}
 
 {{/* Name of the image pull Secret: imagePullSecretName, or the chart-created one for imagePullSecretData. */}}
