@@ -64,10 +64,15 @@ def agent_restart_selector(spec: EnvironmentSpec) -> str:
 def service_account_subjects(spec: EnvironmentSpec, component: str | None = None) -> list[str]:
     """`system:serviceaccount:<ns>:<sa>` for the Airflow components (optionally one component)."""
     return [
-        f"system:serviceaccount:{spec.namespace}:{w.service_account}"
+        service_account_subject(spec, w)
         for w in agent_workloads(spec, include_sentinel=False)
         if component is None or w.component == component
     ]
+
+
+def service_account_subject(spec: EnvironmentSpec, workload: AgentWorkload) -> str:
+    """The `sub` of the workload's ServiceAccount tokens, as an IRSA trust names it."""
+    return f"system:serviceaccount:{spec.namespace}:{workload.service_account}"
 
 
 def irsa_role_names(spec: EnvironmentSpec) -> dict[str | None, str]:

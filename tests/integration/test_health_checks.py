@@ -113,6 +113,19 @@ def role_policy(sandbox: Sandbox) -> tuple[str, str, dict[str, Any]]:
     return role, policy_name, document if isinstance(document, dict) else json.loads(document)
 
 
+def check_health_with_role_policy(
+    sandbox: Sandbox, spec: EnvironmentSpec, change: Callable[[dict[str, Any]], dict[str, Any]]
+) -> tuple[str, dict[str, list[Finding]]]:
+    """The failing checks while the agents' role has the policy ``change`` makes; the policy is put back after."""
+    iam = sandbox.aws.admin_client("iam")
+    role, policy_name, document = role_policy(sandbox)
+    iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(change(document)))
+    try:
+        return role, check_health(spec)
+    finally:
+        iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(document))
+
+
 def empty_and_delete_bucket(sandbox: Sandbox, bucket: str) -> None:
     s3 = sandbox.aws.admin_client("s3")
     for item in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
@@ -190,17 +203,11 @@ def test_worker_never_ready_is_a_workloads_finding_only(environment: Sandbox, sp
 
 
 def test_xcom_policy_statement_removed_names_the_role_and_the_s3_policy(environment: Sandbox, spec: EnvironmentSpec) -> None:
-    iam = environment.aws.admin_client("iam")
-    role, policy_name, document = role_policy(environment)
     xcom_objects = "arn:aws:s3:::sandbox-xcom/xcom/*"
-    reduced = {**document, "Statement": [{**s, "Resource": [r for r in s["Resource"] if r != xcom_objects]}
-                                         if isinstance(s["Resource"], list) and xcom_objects in s["Resource"] else s
-                                         for s in document["Statement"]]}
-    iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(reduced))
-    try:
-        failing = check_health(spec)
-    finally:
-        iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(document))
+    role, failing = check_health_with_role_policy(environment, spec, lambda document: {**document, "Statement": [
+        {**s, "Resource": [r for r in s["Resource"] if r != xcom_objects]}
+        if isinstance(s["Resource"], list) and xcom_objects in s["Resource"] else s
+        for s in document["Statement"]]})
 
     assert set(failing) == {"xcom"}
     text = "\n".join(messages(failing))
@@ -213,17 +220,11 @@ def test_list_bucket_conditioned_on_the_prefix_is_diagnosed_as_the_head_bucket_d
 ) -> None:
     """The agents' policy before #15: ListBucket only with StringLike s3:prefix, which AWS evaluates as
     a denial of the HeadBucket that s3fs sends before every XCom write."""
-    iam = environment.aws.admin_client("iam")
-    role, policy_name, document = role_policy(environment)
-    conditioned = {**document, "Statement": [
-        {**s, "Condition": {"StringLike": {"s3:prefix": ["xcom", "xcom/*", "logs", "logs/*", "state", "state/*"]}}}
+    prefixes = ["xcom", "xcom/*", "logs", "logs/*", "state", "state/*"]
+    role, failing = check_health_with_role_policy(environment, spec, lambda document: {**document, "Statement": [
+        {**s, "Condition": {"StringLike": {"s3:prefix": prefixes}}}
         if s.get("Action") in ("s3:ListBucket", ["s3:ListBucket"]) else s
-        for s in document["Statement"]]}
-    iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(conditioned))
-    try:
-        failing = check_health(spec)
-    finally:
-        iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(document))
+        for s in document["Statement"]]})
 
     assert set(failing) == {"xcom", "state_store"}
     xcom, state = ("\n".join(f.message for f in failing[check]) for check in ("xcom", "state_store"))

@@ -356,10 +356,7 @@ def _xcom_failure(component: str, task: TaskEvidence, expect: Expectations, wher
         return Finding(XCOM, component, f"XCom bucket {expect.xcom_bucket} does not exist",
                        f"{task.task_id}: {error or 'the bucket is gone'}",
                        f"create the bucket {expect.xcom_bucket} or fix backends.xcom.bucket in the spec")
-    if _DENIED.search(error) and ("HeadBucket" in error or "CreateBucket" in error):
-        # s3fs's mkdir checks the bucket with HeadBucket and, when that is refused, tries to create it
-        # (the CreateBucket in the error). AWS authorizes HeadBucket as s3:ListBucket, and the request
-        # carries no s3:prefix, so a prefix-conditioned ListBucket denies it.
+    if _bucket_check_refused(error):
         return Finding(XCOM, component, f"access denied on {where}: the bucket check (HeadBucket) was refused",
                        f"{task.task_id}: {error}",
                        f"role {roles} needs s3:ListBucket on arn:aws:s3:::{expect.xcom_bucket} without an s3:prefix "
@@ -505,6 +502,13 @@ def _web_identity_refused(error: str | None) -> bool:
     return bool(error and "AssumeRoleWithWebIdentity" in error and _DENIED.search(error))
 
 
+def _bucket_check_refused(error: str) -> bool:
+    # s3fs's mkdir checks the bucket with HeadBucket and, when that is refused, tries to create it
+    # (the CreateBucket in the error). AWS authorizes HeadBucket as s3:ListBucket, and the request
+    # carries no s3:prefix, so a prefix-conditioned ListBucket denies it.
+    return bool(_DENIED.search(error)) and ("HeadBucket" in error or "CreateBucket" in error)
+
+
 def _assumed_role(arn: str) -> str | None:
     match = re.match(r"^arn:aws[\w-]*:sts::\d+:assumed-role/([^/]+)/", arn)
     return match.group(1) if match else None
@@ -528,7 +532,7 @@ def diagnose_state_store(selftest: SelfTestEvidence | None, expect: Expectations
         elif _web_identity_refused(error):
             findings.append(Finding(STATE_STORE, component, "the agents got no AWS credentials", error,
                                     "see the identity check: the trust must name the worker's ServiceAccount"))
-        elif _DENIED.search(error) and ("HeadBucket" in error or "CreateBucket" in error):
+        elif _bucket_check_refused(error):
             findings.append(Finding(STATE_STORE, component, f"access denied on {where}: the bucket check (HeadBucket) "
                                     "was refused", error,
                                     f"role {', '.join(expect.role_names)} needs s3:ListBucket on the bucket without an "

@@ -56,7 +56,7 @@ def expectations(spec: EnvironmentSpec, **facts: Any) -> Expectations:
         connections_prefix=backends.secrets.connections_prefix,
         role_names=tuple(naming.irsa_role_names(spec).values()) if spec.irsa else (),
         timeout_seconds=float(spec.health.selftest_timeout_seconds),
-        queue_subjects={w.queue: f"system:serviceaccount:{spec.namespace}:{w.service_account}"
+        queue_subjects={w.queue: naming.service_account_subject(spec, w)
                         for w in naming.agent_workloads(spec, include_sentinel=False) if w.queue},
         state_store_location=(f"s3://{backends.xcom.bucket}/{spec.state_store.prefix}"
                               if spec.state_store and spec.chart.parsed_version >= STATE_STORE_SINCE else None),
