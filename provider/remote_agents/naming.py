@@ -84,6 +84,12 @@ def irsa_role_names(spec: EnvironmentSpec) -> dict[str | None, str]:
     return {None: base}
 
 
+def worker_role_name(spec: EnvironmentSpec) -> str:
+    """The IRSA role the workers assume (their own with one role per component)."""
+    roles = irsa_role_names(spec)
+    return roles.get(WORKER) or roles[None]
+
+
 def ownership_labels(spec: EnvironmentSpec) -> dict[str, str]:
     """Labels on every Kubernetes object we create, so teardown deletes only what is ours."""
     return environment_ownership_labels(spec.name)

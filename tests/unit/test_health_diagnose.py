@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from remote_agents.health import contract
+import yaml
+
+from remote_agents import naming
+from remote_agents.health import contract, gather
 from remote_agents.health.diagnose import (
     Expectations,
     Finding,
@@ -25,7 +28,7 @@ from remote_agents.health.diagnose import (
 )
 from remote_agents.notifiers import incident_transition
 from remote_agents.render.values import build_common_env
-from remote_agents.spec import load_spec
+from remote_agents.spec import load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 NONCE, DIGEST = "n1", contract.canary_digest("n1", "secret-value")
@@ -33,7 +36,7 @@ ROLE = "sandbox-remote-agents"
 EXPECT = Expectations(
     environment="sandbox", queues=("default",), xcom_bucket="xb", xcom_prefix="xcom", log_bucket="lb",
     log_prefix="logs", variables_prefix="airflow/variables", connections_prefix="airflow/connections",
-    role_names=(ROLE,), timeout_seconds=300, canary_digest=DIGEST,
+    timeout_seconds=300, canary_digest=DIGEST, queue_roles={"default": ROLE},
 )
 
 
@@ -157,6 +160,38 @@ def test_node_role_identity_is_flagged() -> None:
     result = failing(run(queue))
 
     assert list(result) == ["identity"] and "agents run as sandbox-eks-node, not the IRSA role" in result["identity"][0]
+
+
+ONPREM_USER_ARN = "arn:aws:iam::123456789012:user/onprem-agents"
+
+
+def test_static_credentials_identity_is_the_connections_user() -> None:
+    """On-prem agents authenticate with the keys of the spec's Connection: that user is healthy, another is not."""
+    spec = load_spec(ROOT / "include" / "environments" / "onprem.yaml")
+    expect = gather.expectations(spec, static_identity_arn=ONPREM_USER_ARN)
+    queue = spec.workers[0].queue
+
+    assert "identity" not in failing(run(healthy_queue(queue, identity_arn=ONPREM_USER_ARN)), expect)
+    (other,) = failing(run(healthy_queue(queue, identity_arn="arn:aws:iam::123456789012:user/someone-else")),
+                       expect)["identity"]
+    assert "user/someone-else" in other and "agents_aws" in other
+
+
+def test_per_component_roles_compare_each_queue_with_its_workers_role() -> None:
+    """With one role per component, a worker that runs as the Dag processor's role is a finding."""
+    data = yaml.safe_load((ROOT / "include" / "environments" / "sandbox.yaml").read_text())
+    data["identity"] = {"mode": "irsa", "per_component": True}
+    spec = parse_spec(data)
+    roles = naming.irsa_role_names(spec)
+    expect = gather.expectations(spec)
+    queue = spec.workers[0].queue
+
+    def as_role(role: str) -> QueueEvidence:
+        return healthy_queue(queue, identity_arn=f"arn:aws:sts::123456789012:assumed-role/{role}/pod")
+
+    assert "identity" not in failing(run(as_role(roles[naming.WORKER])), expect)
+    wrong = failing(run(as_role(roles[naming.DAG_PROCESSOR])), expect)["identity"]
+    assert len(wrong) == 1 and roles[naming.DAG_PROCESSOR] in wrong[0] and roles[naming.WORKER] in wrong[0]
 
 
 def test_deferred_task_not_resumed_blames_the_triggerer() -> None:

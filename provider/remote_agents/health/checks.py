@@ -43,7 +43,7 @@ def collect_selftest(
     conn_id = deployment_conn_id or spec.astro.deployment_connection_id
     hook = DeploymentHook(conn_id)
     facts = {**gather.bucket_facts(spec, aws_conn_id), "canary_exists": gather.canary_exists(spec, aws_conn_id),
-             "canary_digest": (canary or {}).get("digest", "")}
+             "canary_digest": (canary or {}).get("digest", ""), "static_identity_arn": gather.static_identity_arn(spec)}
     if run is None:
         return {"facts": facts, "selftest": {"api_error": _api_problem(hook)}}
     object_exists = gather.s3_object_exists(aws_conn_id, spec.backends.aws_region)

@@ -87,7 +87,6 @@ class Expectations:
     log_prefix: str
     variables_prefix: str
     connections_prefix: str
-    role_names: tuple[str, ...]
     timeout_seconds: float
     canary_digest: str = ""
     canary_exists: bool = True
@@ -97,6 +96,18 @@ class Expectations:
     queue_subjects: Mapping[str, str] = field(default_factory=dict)
     # s3://<bucket>/<prefix> of the task state store, when the spec gives the agents one
     state_store_location: str | None = None
+    # queue -> the IRSA role its worker's ServiceAccount is annotated with (empty without IRSA)
+    queue_roles: Mapping[str, str] = field(default_factory=dict)
+    # static credentials: the Connection whose keys the agents hold, and the ARN STS reports for them
+    # (empty when the management side could not resolve it)
+    static_credentials_conn_id: str | None = None
+    static_identity_arn: str = ""
+
+    def identity_of(self, queue: str) -> str:
+        """Who the agents on ``queue`` act as in AWS, for a fix that says whose policy to change."""
+        if self.static_credentials_conn_id is not None:
+            return f"the IAM identity of Connection {self.static_credentials_conn_id} ({self.static_identity_arn or 'unresolved'})"
+        return f"role {self.queue_roles.get(queue, '<unknown>')}"
 
 
 @dataclass(frozen=True)
@@ -334,7 +345,7 @@ def diagnose_xcom(selftest: SelfTestEvidence | None, expect: Expectations) -> li
         if misplaced:
             findings.extend(misplaced)
         elif failed:
-            findings.append(_xcom_failure(component, failed, expect, where))
+            findings.append(_xcom_failure(component, queue, failed, expect, where))
         elif produce.started and not (produce.succeeded and consume.succeeded):
             findings.append(Finding(XCOM, component, f"{produce.task_id} {produce.state}, {consume.task_id} {consume.state}",
                                     "no error text could be read (task logs unavailable)",
@@ -342,9 +353,9 @@ def diagnose_xcom(selftest: SelfTestEvidence | None, expect: Expectations) -> li
     return findings
 
 
-def _xcom_failure(component: str, task: TaskEvidence, expect: Expectations, where: str) -> Finding:
+def _xcom_failure(component: str, queue: str, task: TaskEvidence, expect: Expectations, where: str) -> Finding:
     error = task.error or ""
-    roles = ", ".join(expect.role_names)
+    who = expect.identity_of(queue)
     if _web_identity_refused(error):
         return Finding(XCOM, component, "the agents got no AWS credentials: the IRSA role's trust refused their token",
                        f"{task.task_id}: {error}", "see the identity check: the trust must name the worker's ServiceAccount")
@@ -359,13 +370,13 @@ def _xcom_failure(component: str, task: TaskEvidence, expect: Expectations, wher
     if _bucket_check_refused(error):
         return Finding(XCOM, component, f"access denied on {where}: the bucket check (HeadBucket) was refused",
                        f"{task.task_id}: {error}",
-                       f"role {roles} needs s3:ListBucket on arn:aws:s3:::{expect.xcom_bucket} without an s3:prefix "
+                       f"{who} needs s3:ListBucket on arn:aws:s3:::{expect.xcom_bucket} without an s3:prefix "
                        "condition (HeadBucket sends no prefix, so AWS denies a prefix-conditioned grant); re-run the "
                        "bootstrap to restore the rendered policy")
     if _DENIED.search(error):
         return Finding(XCOM, component, f"access denied on {where}",
                        f"{task.task_id}: {error}",
-                       f"role {roles} lacks the S3 policy (s3:PutObject/GetObject on {expect.xcom_bucket}/{expect.xcom_prefix}/*, "
+                       f"{who} lacks the S3 policy (s3:PutObject/GetObject on {expect.xcom_bucket}/{expect.xcom_prefix}/*, "
                        f"s3:ListBucket on {expect.xcom_bucket}); re-run the bootstrap to restore it")
     return Finding(XCOM, component, f"{task.task_id} failed", error,
                    "read the task log; check the XCom backend settings in commonEnv")
@@ -408,7 +419,7 @@ def diagnose_secrets(selftest: SelfTestEvidence | None, expect: Expectations) ->
             error = task.error or "no error text (task logs unavailable)"
             if _DENIED.search(error):
                 findings.append(Finding(SECRETS, component, "access denied reading the canary", error,
-                                        f"role {', '.join(expect.role_names)} needs secretsmanager:GetSecretValue "
+                                        f"{expect.identity_of(queue)} needs secretsmanager:GetSecretValue "
                                         f"on {expect.variables_prefix}/* and {expect.connections_prefix}/*"))
             elif not expect.canary_exists:
                 findings.append(Finding(SECRETS, component, f"canary secret {variable} is gone", error,
@@ -478,24 +489,40 @@ def diagnose_identity(selftest: SelfTestEvidence | None, expect: Expectations) -
             continue
         if task.state == "failed" and _web_identity_refused(task.error):
             subject = expect.queue_subjects.get(queue, "its worker's ServiceAccount")
-            findings.append(Finding(IDENTITY, component, f"the trust of role {', '.join(expect.role_names)} refuses "
+            findings.append(Finding(IDENTITY, component, f"the trust of {expect.identity_of(queue)} refuses "
                                     f"the token of {subject}", task.error or "",
                                     f"the role's trust policy must name {subject} (StringEquals <issuer>:sub) through "
                                     "the cluster's OIDC provider; re-run the bootstrap to restore it"))
-            continue
-        if task.state == "failed":
-            findings.append(Finding(IDENTITY, component, "sts:GetCallerIdentity failed", task.error or "no error text",
-                                    "the Pod has no AWS credentials: check the ServiceAccount's role-arn annotation "
-                                    "and the cluster's OIDC provider"))
-            continue
-        arn = evidence.identity_arn or ""
-        role = _assumed_role(arn)
-        if task.succeeded and role not in expect.role_names:
-            findings.append(Finding(IDENTITY, component, f"agents run as {role or arn}, not the IRSA role",
-                                    f"GetCallerIdentity: {arn}",
-                                    f"annotate the ServiceAccounts with role {', '.join(expect.role_names)} "
-                                    "(serviceAccount.annotations) and restart the agents"))
+        elif task.state == "failed":
+            fix = ("the Pod has no AWS credentials: check the ServiceAccount's role-arn annotation and the cluster's "
+                   "OIDC provider" if expect.static_credentials_conn_id is None else
+                   "the Pod has no usable AWS keys: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY from the "
+                   f"credentials Secret, or re-run the bootstrap to copy Connection {expect.static_credentials_conn_id} again")
+            findings.append(Finding(IDENTITY, component, "sts:GetCallerIdentity failed", task.error or "no error text", fix))
+        elif task.succeeded:
+            findings.extend(_unexpected_identity(component, queue, evidence.identity_arn or "", expect))
     return findings
+
+
+def _unexpected_identity(component: str, queue: str, arn: str, expect: Expectations) -> list[Finding]:
+    if expect.static_credentials_conn_id is not None:
+        if not expect.static_identity_arn:
+            return [Finding(IDENTITY, component, f"agents run as {arn}; the expected identity is unknown",
+                            f"sts:GetCallerIdentity with Connection {expect.static_credentials_conn_id} failed",
+                            f"check that Connection {expect.static_credentials_conn_id} holds valid AWS keys")]
+        if arn == expect.static_identity_arn:
+            return []
+        return [Finding(IDENTITY, component, f"agents run as {arn}, not {expect.identity_of(queue)}",
+                        f"GetCallerIdentity: {arn}",
+                        f"re-run the bootstrap to copy the keys of Connection {expect.static_credentials_conn_id} "
+                        "into the credentials Secret, and remove other AWS keys from the agents' env")]
+    expected, role = expect.queue_roles.get(queue), _assumed_role(arn)
+    if role == expected:
+        return []
+    return [Finding(IDENTITY, component, f"agents run as {role or arn}, not the IRSA role {expected}",
+                    f"GetCallerIdentity: {arn}",
+                    f"annotate the worker's ServiceAccount {expect.queue_subjects.get(queue, '')} with role {expected} "
+                    "(serviceAccount.annotations) and restart the agents")]
 
 
 def _web_identity_refused(error: str | None) -> bool:
@@ -535,11 +562,11 @@ def diagnose_state_store(selftest: SelfTestEvidence | None, expect: Expectations
         elif _bucket_check_refused(error):
             findings.append(Finding(STATE_STORE, component, f"access denied on {where}: the bucket check (HeadBucket) "
                                     "was refused", error,
-                                    f"role {', '.join(expect.role_names)} needs s3:ListBucket on the bucket without an "
+                                    f"{expect.identity_of(queue)} needs s3:ListBucket on the bucket without an "
                                     "s3:prefix condition (HeadBucket sends no prefix); re-run the bootstrap"))
         elif _DENIED.search(error):
             findings.append(Finding(STATE_STORE, component, f"access denied on {where}", error,
-                                    f"role {', '.join(expect.role_names)} needs s3:PutObject/GetObject on {where}/*; "
+                                    f"{expect.identity_of(queue)} needs s3:PutObject/GetObject on {where}/*; "
                                     "re-run the bootstrap to restore the policy"))
         else:
             findings.append(Finding(STATE_STORE, component, f"{task.task_id} failed", error,

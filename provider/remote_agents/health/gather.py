@@ -54,14 +54,29 @@ def expectations(spec: EnvironmentSpec, **facts: Any) -> Expectations:
         log_prefix=backends.logs.prefix,
         variables_prefix=backends.secrets.variables_prefix,
         connections_prefix=backends.secrets.connections_prefix,
-        role_names=tuple(naming.irsa_role_names(spec).values()) if spec.irsa else (),
         timeout_seconds=float(spec.health.selftest_timeout_seconds),
         queue_subjects={w.queue: naming.service_account_subject(spec, w)
                         for w in naming.agent_workloads(spec, include_sentinel=False) if w.queue},
         state_store_location=(f"s3://{backends.xcom.bucket}/{spec.state_store.prefix}"
                               if spec.state_store and spec.chart.parsed_version >= STATE_STORE_SINCE else None),
+        queue_roles={worker.queue: naming.worker_role_name(spec) for worker in spec.workers} if spec.irsa else {},
+        static_credentials_conn_id=None if spec.irsa else spec.identity.aws_conn_id,
         **facts,
     )
+
+
+def static_identity_arn(spec: EnvironmentSpec) -> str:
+    """The ARN STS reports for the keys the on-prem agents hold ("" with IRSA, or when they do not resolve)."""
+    if spec.irsa:
+        return ""
+    from airflow.providers.amazon.aws.hooks.sts import StsHook
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        return str(StsHook(aws_conn_id=spec.identity.aws_conn_id, region_name=spec.backends.aws_region)
+                   .conn.get_caller_identity()["Arn"])
+    except (ClientError, BotoCoreError):
+        return ""
 
 
 # -- canary ------------------------------------------------------------------------------------
