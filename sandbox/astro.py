@@ -96,6 +96,7 @@ class Deployment:
 
     id: str
     name: str = ""
+    organization_id: str = ""  # empty: the emulator's own organization
     workspace_id: str = "sandbox-workspace"
     cluster_id: str = "sandbox-cluster"
     status: str = "HEALTHY"
@@ -125,13 +126,13 @@ class Deployment:
         # The shape the chart's astroDeploymentAPIURL takes on Astro; seed a local URL for stand-in agents.
         self.remote_api_url = self.remote_api_url or f"https://{self.cluster_id}.external.astronomer.run/{self.id}"
 
-    def to_json(self, organization_id: str) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         host = f"{self.cluster_id}.astronomer.run/{self.id}"
         body: dict[str, Any] = {
             "id": self.id,
             "name": self.name,
             "description": self.description,
-            "organizationId": organization_id,
+            "organizationId": self.organization_id,
             "workspaceId": self.workspace_id,
             "clusterId": self.cluster_id,
             "type": "DEDICATED",
@@ -307,12 +308,28 @@ class AstroEmulator:
         self.scoped_tokens = {value: frozenset(actions) for value, actions in (scoped_tokens or {}).items()}
         self.organization_id = organization_id
         self.max_agent_tokens = max_agent_tokens
-        self._seed = [d if isinstance(d, Deployment) else Deployment(**d) for d in deployments]
+        self._seed = [self._in_organization(d) for d in deployments]
         self._host, self._port = host, port
         self._lock = threading.RLock()
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self.reset()
+
+    def _in_organization(self, deployment: Deployment | Mapping[str, Any]) -> Deployment:
+        seeded = deployment if isinstance(deployment, Deployment) else Deployment(**deployment)
+        return dataclasses.replace(seeded, organization_id=seeded.organization_id or self.organization_id)
+
+    def add_deployment(self, deployment: Deployment | Mapping[str, Any]) -> None:
+        """Seed one more Deployment (possibly of another organization); it survives ``reset()``."""
+        seeded = self._in_organization(deployment)
+        with self._lock:
+            self._seed.append(seeded)
+            self._deployments[seeded.id] = dataclasses.replace(seeded)
+
+    def remove_deployment(self, deployment_id: str) -> None:
+        with self._lock:
+            self._seed = [d for d in self._seed if d.id != deployment_id]
+            self._deployments.pop(deployment_id, None)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -398,10 +415,9 @@ class AstroEmulator:
             self._calls.clear()
 
     def state(self) -> dict[str, Any]:
-        org = self.organization_id
         with self._lock:
             return {
-                "deployments": [d.to_json(org) for d in self._deployments.values()],
+                "deployments": [d.to_json() for d in self._deployments.values()],
                 "agentTokens": [self._token_state(t) for t in self._tokens.values() if t.kind == "agent"],
                 "apiTokens": [self._token_state(t) for t in self._tokens.values() if t.kind == "api"],
                 "revokedTokens": [self._token_state(t) for t in self._revoked],
@@ -503,17 +519,17 @@ class AstroEmulator:
 
     def _ListDeployments(self, request: Request, organizationId: str) -> tuple[int, dict[str, Any]]:
         self._organization(organizationId)
-        deployments = [d.to_json(organizationId) for d in self._deployments.values()]
+        deployments = [d.to_json() for d in self._deployments.values() if d.organization_id == organizationId]
         return 200, _page("deployments", deployments, request)
 
     def _GetDeployment(self, request: Request, organizationId: str, deploymentId: str) -> tuple[int, dict[str, Any]]:
-        return 200, self._deployment(organizationId, deploymentId).to_json(organizationId)
+        return 200, self._deployment(organizationId, deploymentId).to_json()
 
     def _UpdateDeployment(self, request: Request, organizationId: str,
                           deploymentId: str) -> tuple[int, dict[str, Any]]:
         deployment = self._deployment(organizationId, deploymentId)
         deployment.apply_update(request.get_json())
-        return 200, deployment.to_json(organizationId)
+        return 200, deployment.to_json()
 
     def _ListAgentTokens(self, request: Request, organizationId: str, deploymentId: str) -> tuple[int, dict[str, Any]]:
         self._deployment(organizationId, deploymentId)
@@ -542,7 +558,8 @@ class AstroEmulator:
 
     def _ListApiTokens(self, request: Request, organizationId: str) -> tuple[int, dict[str, Any]]:
         self._organization(organizationId)
-        tokens = [t.to_json() for t in self._live_tokens("api", request.args.get("deploymentId"))]
+        tokens = [t.to_json() for t in self._live_tokens("api", request.args.get("deploymentId"))
+                  if self._deployments[t.deployment_id].organization_id == organizationId]
         return 200, _page("tokens", tokens, request)
 
     def _CreateApiToken(self, request: Request, organizationId: str) -> tuple[int, dict[str, Any]]:
@@ -561,17 +578,14 @@ class AstroEmulator:
         return 200, token.to_json(with_value=True)
 
     def _GetApiToken(self, request: Request, organizationId: str, tokenId: str) -> tuple[int, dict[str, Any]]:
-        self._organization(organizationId)
-        return 200, self._token("api", tokenId).to_json()
+        return 200, self._api_token(organizationId, tokenId).to_json()
 
     def _DeleteApiToken(self, request: Request, organizationId: str, tokenId: str) -> tuple[int, dict[str, Any]]:
-        self._organization(organizationId)
-        self._revoke(self._token("api", tokenId))
+        self._revoke(self._api_token(organizationId, tokenId))
         return 204, {}
 
     def _RotateApiToken(self, request: Request, organizationId: str, tokenId: str) -> tuple[int, dict[str, Any]]:
-        self._organization(organizationId)
-        token = self._token("api", tokenId)
+        token = self._api_token(organizationId, tokenId)
         self._revoked.append(dataclasses.replace(token))
         token.value = _new_token_value()
         return 200, token.to_json(with_value=True)
@@ -579,18 +593,25 @@ class AstroEmulator:
     # -- helpers ---------------------------------------------------------------------------
 
     def _organization(self, org: str) -> None:
-        if org != self.organization_id:
+        if org != self.organization_id and all(d.organization_id != org for d in self._seed):
             raise ApiError(404, f"Organization {org} not found")
 
     def _deployment(self, org: str, dep: str) -> Deployment:
         self._organization(org)
-        if dep not in self._deployments:
+        if dep not in self._deployments or self._deployments[dep].organization_id != org:
             raise ApiError(404, f"Deployment {dep} not found")
         return self._deployments[dep]
 
     def _token(self, kind: str, token_id: str, deployment_id: str | None = None) -> Token:
         token = self._tokens.get(token_id)
         if token is None or token.kind != kind or deployment_id not in (None, token.deployment_id):
+            raise ApiError(404, f"Token {token_id} not found")
+        return token
+
+    def _api_token(self, org: str, token_id: str) -> Token:
+        self._organization(org)
+        token = self._token("api", token_id)
+        if self._deployments[token.deployment_id].organization_id != org:
             raise ApiError(404, f"Token {token_id} not found")
         return token
 

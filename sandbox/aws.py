@@ -394,6 +394,8 @@ class AwsEmulator:
         self._host, self._port = host, port
         self._server: Any = None
         self._admin: AdminCredentials | None = None
+        self._kept_users = [ADMIN_USER_NAME]
+        self._customer_keys: dict[str, AdminCredentials] = {}
         self.set_eks_delays(cluster_seconds=eks_cluster_delay, nodegroup_seconds=eks_nodegroup_delay)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -423,18 +425,20 @@ class AwsEmulator:
         self.stop()
 
     def reset(self) -> None:
-        """Wipe all moto state but keep the admin user (same keys), enforcement and EKS delays."""
+        """Wipe all moto state but keep the admin and customer users (same keys and policies),
+        enforcement and EKS delays."""
         from moto.iam.models import iam_backends
         from moto.utilities.utils import get_partition
 
         partition = get_partition(self.region)
-        admin_user = iam_backends[self.account_id][partition].users[ADMIN_USER_NAME]
+        users = [iam_backends[self.account_id][partition].users[name] for name in self._kept_users]
         self._post("/moto-api/reset", b"")
-        # Re-inserting the same user object keeps its access key, so Connections built earlier stay valid.
+        # Re-inserting the same user objects keeps their access keys, so Connections built earlier stay valid.
         iam = iam_backends[self.account_id][partition]
-        iam.users[ADMIN_USER_NAME] = admin_user
-        for key in admin_user.access_keys:
-            iam.access_keys[key.physical_resource_id] = key
+        for user in users:
+            iam.users[user.name] = user
+            for key in user.access_keys:
+                iam.access_keys[key.physical_resource_id] = key
         self.faults.clear()
         self.request_log.clear()
 
@@ -474,20 +478,36 @@ class AwsEmulator:
         creds = self.admin_credentials
         return boto3.client(
             service,
-            endpoint_url=self.endpoint_url,
-            region_name=self.region,
+            **{"endpoint_url": self.endpoint_url, "region_name": self.region, **kwargs},
             aws_access_key_id=creds.access_key_id,
             aws_secret_access_key=creds.secret_access_key,
-            **kwargs,
         )
 
     def aws_connection(self) -> dict[str, Any]:
         """Management-side Airflow Connection (admin keys), as a dict for `AIRFLOW_CONN_<ID>`."""
-        creds = self.admin_credentials
+        return self.key_connection(self.admin_credentials)
+
+    def customer_user(self, name: str, policy: dict[str, Any]) -> AdminCredentials:
+        """An IAM user the customer brings (on-prem agents' keys) with one inline policy; kept by ``reset()``.
+
+        Created once: later calls return the same keys, with the policy put again.
+        """
+        iam = self.admin_client("iam")
+        if name not in self._kept_users:
+            iam.create_user(UserName=name)
+        iam.put_user_policy(UserName=name, PolicyName="agents", PolicyDocument=json.dumps(policy))
+        if name not in self._kept_users:
+            key = iam.create_access_key(UserName=name)["AccessKey"]
+            self._kept_users.append(name)
+            self._customer_keys[name] = AdminCredentials(key["AccessKeyId"], key["SecretAccessKey"])
+        return self._customer_keys[name]
+
+    def key_connection(self, credentials: AdminCredentials) -> dict[str, Any]:
+        """An Airflow AWS Connection holding a user's keys, for `AIRFLOW_CONN_<ID>`."""
         return {
             "conn_type": "aws",
-            "login": creds.access_key_id,
-            "password": creds.secret_access_key,
+            "login": credentials.access_key_id,
+            "password": credentials.secret_access_key,
             "extra": {"endpoint_url": self.endpoint_url, "region_name": self.region},
         }
 
@@ -513,10 +533,12 @@ class AwsEmulator:
             "AWS_ROLE_ARN": role_arn,
             "AWS_WEB_IDENTITY_TOKEN_FILE": token_file,
             "AWS_ROLE_SESSION_NAME": session_name,
-            "AWS_ENDPOINT_URL": self.endpoint_url,
-            "AWS_DEFAULT_REGION": self.region,
-            "AWS_REGION": self.region,
+            **self.endpoint_env(self.region),
         }
+
+    def endpoint_env(self, region: str) -> dict[str, str]:
+        """Where a process's boto3 reaches this emulator, in ``region``."""
+        return {"AWS_ENDPOINT_URL": self.endpoint_url, "AWS_DEFAULT_REGION": region, "AWS_REGION": region}
 
     # -- runtime knobs ---------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ same object backs ``python -m sandbox up`` (in a background process) and the pyt
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -22,11 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from remote_agents import naming
-from remote_agents.render.policies import EKS_CLUSTER_MANAGED_POLICIES, EKS_NODE_MANAGED_POLICIES
+from remote_agents.render.policies import (
+    EKS_CLUSTER_MANAGED_POLICIES,
+    EKS_NODE_MANAGED_POLICIES,
+    build_permission_policy,
+)
 from remote_agents.spec import EnvironmentSpec
 from sandbox.astro import AstroEmulator
-from sandbox.aws import AwsEmulator
+from sandbox.aws import AdminCredentials, AwsEmulator
 from sandbox.kube import KubeEmulator
+from sandbox.kube.kinds import KINDS
 from sandbox.moto_iam import service_account_token
 from sandbox.standin import AgentStandIn
 from sandbox.webhook import WebhookSink
@@ -39,6 +45,7 @@ TOOLS = ROOT / ".tools" / "bin"
 # Stand-in processes that run as their own component; the others (scheduler and its task
 # processes, api-server) run as a worker.
 STANDIN_OWN_IDENTITY = (naming.DAG_PROCESSOR, naming.TRIGGERER)
+_VALUES_KEYS = {naming.DAG_PROCESSOR: "dagProcessor", naming.TRIGGERER: "triggerer"}
 
 
 @dataclass(frozen=True)
@@ -62,36 +69,55 @@ def conn_env_name(conn_id: str) -> str:
 
 
 class Sandbox:
-    """All emulators for one environment spec; ``start()``, use ``env()``, ``stop()``."""
+    """All emulators for one environment spec; ``start()``, use ``env()``, ``stop()``.
 
-    def __init__(self, state_dir: Path, spec: EnvironmentSpec, settings: SandboxSettings = SandboxSettings()) -> None:
+    ``beside(spec)`` adds another environment to a running sandbox: the same AWS account, Astro
+    API and webhook; the same cluster for an EKS spec (every EKS endpoint is the one emulator), its
+    own cluster for an existing (on-prem) one; its own agents.
+    """
+
+    def __init__(self, state_dir: Path, spec: EnvironmentSpec, settings: SandboxSettings = SandboxSettings(),
+                 *, primary: Sandbox | None = None) -> None:
         self.state_dir = state_dir
         self.spec = spec
         self.settings = settings
+        self.primary = primary
+        self.siblings: list[Sandbox] = []
+        self.agents: AgentStandIn | None = None
+        self.kube = (primary.kube if primary is not None and spec.eks else
+                     KubeEmulator(kubernetes_version=spec.eks.kubernetes_version if spec.eks else "1.33",
+                                  ready_delay=settings.ready_delay))
+        if primary is not None:
+            self.astro_api_token, self.aws, self.astro, self.webhook = (
+                primary.astro_api_token, primary.aws, primary.astro, primary.webhook)
+            return
         self.astro_api_token = secrets.token_urlsafe(32)
         self.aws = AwsEmulator(
             region=spec.backends.aws_region,
             eks_cluster_delay=settings.eks_cluster_delay,
             eks_nodegroup_delay=settings.eks_nodegroup_delay,
         )
-        self.kube = KubeEmulator(
-            kubernetes_version=spec.eks.kubernetes_version if spec.eks else "1.33",
-            ready_delay=settings.ready_delay,
-        )
         self.astro = AstroEmulator(
-            api_token=self.astro_api_token,
-            organization_id=spec.astro.organization_id,
-            deployments=[
-                {
-                    "id": spec.astro.deployment_id,
-                    "name": f"{spec.name} remote execution",
-                    "remote_api_url": spec.astro.deployment_api_url,
-                    "remote_execution_enabled": True,
-                }
-            ],
+            api_token=self.astro_api_token, organization_id=spec.astro.organization_id,
+            deployments=[_astro_deployment(spec)],
         )
         self.webhook = WebhookSink()
-        self.agents: AgentStandIn | None = None
+
+    def beside(self, spec: EnvironmentSpec, state_dir: Path) -> Sandbox:
+        """Another environment in this running sandbox (see the class docstring); ``stop()`` removes it."""
+        if self.primary is not None:
+            return self.primary.beside(spec, state_dir)
+        if any(other.spec.name == spec.name for other in (self, *self.siblings)):
+            raise ValueError(f"environment {spec.name!r} is already in this sandbox")
+        sibling = Sandbox(state_dir, spec, self.settings, primary=self)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        if sibling.kube is not self.kube:
+            sibling.kube.start()
+        sibling.kube.write_kubeconfig(sibling.kubeconfig)
+        self.astro.add_deployment(_astro_deployment(spec))
+        self.siblings.append(sibling)
+        sibling.seed_customer_resources()
+        return sibling
 
     @property
     def kubeconfig(self) -> Path:
@@ -112,6 +138,14 @@ class Sandbox:
 
     def stop(self) -> None:
         self.stop_agents()
+        if self.primary is not None:
+            if self.kube is not self.primary.kube:
+                self.kube.stop()
+            self.astro.remove_deployment(self.spec.astro.deployment_id)
+            self.primary.siblings.remove(self)
+            return
+        for sibling in list(self.siblings):
+            sibling.stop()
         self.webhook.stop()
         for emulator in (self.astro, self.kube, self.aws):
             emulator.stop()
@@ -154,11 +188,32 @@ class Sandbox:
         return self.agent_identity(naming.WORKER).role_arn
 
     def agents_aws_env(self, component: str = naming.WORKER) -> dict[str, str]:
-        """The IRSA environment of a component's Pods, with a token for its ServiceAccount."""
+        """The AWS environment of a component's Pods: IRSA's, with a token for its ServiceAccount, or
+        on-prem the keys its env reads from the credentials Secret."""
+        if self.spec.irsa is None:
+            return {**self._secret_key_env(component), **self.aws.endpoint_env(self.spec.backends.aws_region)}
         identity = self.agent_identity(component)
         token_file = self.state_dir / f"web-identity-token-{component}"
         token_file.write_text(service_account_token(self.oidc_issuer(), self.spec.namespace, identity.service_account))
         return self.aws.irsa_env(identity.role_arn, str(token_file), session_name=f"sandbox-{component}")
+
+    def _secret_key_env(self, component: str) -> dict[str, str]:
+        """What the kubelet puts into a component's container from the ``secretKeyRef`` items of its
+        installed values' env; a missing Secret or key fails as the container would."""
+        values = self.installed_values()
+        items = (values["workers"][0] if component == naming.WORKER else values[_VALUES_KEYS[component]]).get("env") or []
+        env = {}
+        for item in items:
+            ref = (item.get("valueFrom") or {}).get("secretKeyRef")
+            if not ref:
+                continue
+            secret = self.kube.get_object("Secret", ref["name"], self.spec.namespace)
+            data = (secret or {}).get("data") or {}
+            if ref["key"] not in data:
+                raise RuntimeError(f"{component}: CreateContainerConfigError: Secret {self.spec.namespace}/{ref['name']} "
+                                   f"has no key {ref['key']!r}")
+            env[str(item["name"])] = base64.b64decode(data[ref["key"]]).decode()
+        return env
 
     def oidc_issuer(self) -> str:
         """The issuer of the cluster's ServiceAccount tokens, as EKS reports it."""
@@ -194,23 +249,40 @@ class Sandbox:
         return {"conn_type": "http", "host": self.agents.url, "password": self.agents.api_token()}
 
     def seed_customer_resources(self) -> None:
-        """What exists before a bootstrap: the buckets the spec names (the customer brings them) and
-        the AWS managed policies the EKS roles attach (AWS has them)."""
+        """What exists before a bootstrap: the buckets the spec names and, on-prem, the IAM user whose
+        keys the agents get (the customer brings them), and the AWS managed policies the EKS roles
+        attach (AWS has them)."""
         self.aws.seed_aws_managed_policies(EKS_CLUSTER_MANAGED_POLICIES + EKS_NODE_MANAGED_POLICIES)
-        s3 = self.aws.admin_client("s3")
-        existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
         backends = self.spec.backends
+        s3 = self.aws.admin_client("s3", region_name=backends.aws_region)
+        existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+        location = {} if backends.aws_region == "us-east-1" else {
+            "CreateBucketConfiguration": {"LocationConstraint": backends.aws_region}}
         for bucket in sorted({backends.xcom.bucket, backends.logs.bucket} - existing):
-            s3.create_bucket(Bucket=bucket)
+            s3.create_bucket(Bucket=bucket, **location)
+        if self.spec.irsa is None:
+            self.static_credentials()
         self.aws.request_log.clear()  # seeding is set-up, not something a test should count
 
+    def static_credentials(self) -> AdminCredentials:
+        """On-prem: the keys of the IAM user the customer made for the agents, allowed what our
+        permission policy allows (the same document the IRSA role would get)."""
+        policy = build_permission_policy(self.spec, self.aws.account_id)
+        return self.aws.customer_user(f"{self.spec.name}-agents", policy)
+
     def reset(self) -> None:
-        """Back to the state right after ``start()``: empty cluster, fresh moto, seeded Astro."""
+        """Back to the state right after ``start()``: empty clusters, fresh moto, seeded Astro, for
+        this sandbox and every environment beside it."""
+        if self.primary is not None:
+            self.primary.reset()
+            return
         self.aws.reset()
         self.aws.set_eks_endpoint(self.kube.url)
-        self.kube.reset()
         self.astro.reset()
-        self.seed_customer_resources()
+        for sandbox in (self, *self.siblings):
+            if sandbox is self or sandbox.kube is not self.kube:
+                sandbox.kube.reset()
+            sandbox.seed_customer_resources()
 
     def connections(self) -> dict[str, dict[str, Any]]:
         """Airflow Connections by id, as the spec names them."""
@@ -232,6 +304,8 @@ class Sandbox:
             conns[spec.astro.deployment_connection_id] = self.deployment_connection()
         if spec.cluster.kind == "existing":
             conns[spec.cluster.kubernetes_conn_id] = conns["kubernetes_default"]
+        if spec.irsa is None:
+            conns[spec.identity.aws_conn_id] = self.aws.key_connection(self.static_credentials())
         return conns
 
     def env(self) -> dict[str, str]:
@@ -256,6 +330,37 @@ class Sandbox:
         lines.append(f'export PATH="{TOOLS}:$PATH"')
         _write_private(path, "\n".join(lines) + "\n")
 
+    def owned_leftovers(self) -> dict[str, list[str]]:
+        """Everything that carries this environment's ownership tags (AWS) or label (Kubernetes), and
+        its live Astro tokens: what a complete teardown leaves empty."""
+        spec = self.spec
+        (tag, value), = ((k, v) for k, v in naming.ownership_tags(spec).items() if k.endswith(":environment"))
+        ours = {"Key": tag, "Value": value}
+        iam = self.aws.admin_client("iam")
+        regions = sorted({spec.backends.aws_region, *([spec.eks.region] if spec.eks else [])})
+        aws = [f"iam role {r['RoleName']}" for r in iam.list_roles()["Roles"]
+               if ours in iam.list_role_tags(RoleName=r["RoleName"])["Tags"]]
+        aws += [f"iam oidc provider {p['Arn']}" for p in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]
+                if ours in iam.list_open_id_connect_provider_tags(OpenIDConnectProviderArn=p["Arn"])["Tags"]]
+        for region in regions:
+            eks = self.aws.admin_client("eks", region_name=region)
+            aws += [f"eks cluster {name}" for name in eks.list_clusters()["clusters"]
+                    if eks.describe_cluster(name=name)["cluster"].get("tags", {}).get(tag) == value]
+            ec2 = self.aws.admin_client("ec2", region_name=region)
+            aws += [f"ec2 {t['ResourceType']} {t['ResourceId']}" for t in ec2.describe_tags(
+                Filters=[{"Name": "key", "Values": [tag]}, {"Name": "value", "Values": [value]}])["Tags"]]
+            secrets_manager = self.aws.admin_client("secretsmanager", region_name=region)
+            aws += [f"secret {s['Name']}" for s in secrets_manager.list_secrets(
+                Filters=[{"Key": "tag-key", "Values": [tag]}, {"Key": "tag-value", "Values": [value]}])["SecretList"]]
+        selector = f"{naming.ENVIRONMENT_LABEL}={spec.name}"
+        kubernetes = [f"{kind.kind} {o['metadata'].get('namespace', '')}/{o['metadata']['name']}".replace(" /", " ")
+                      for kind in KINDS for o in self.kube.list_objects(kind.plural, api_version=kind.api_version,
+                                                                        label_selector=selector)]
+        deployment = spec.astro.deployment_id
+        astro = [f"{t.kind} token {t.id}" for t in (*self.astro.live_agent_tokens(deployment),
+                                                    *self.astro.live_api_tokens(deployment))]
+        return {"aws": aws, "kubernetes": kubernetes, "astro": astro}
+
     def describe(self) -> dict[str, Any]:
         return {
             "pid": os.getpid(),
@@ -266,6 +371,16 @@ class Sandbox:
             "astro": self.astro.url,
             "kubeconfig": str(self.kubeconfig),
         }
+
+
+def _astro_deployment(spec: EnvironmentSpec) -> dict[str, Any]:
+    return {
+        "id": spec.astro.deployment_id,
+        "organization_id": spec.astro.organization_id,
+        "name": f"{spec.name} remote execution",
+        "remote_api_url": spec.astro.deployment_api_url,
+        "remote_execution_enabled": True,
+    }
 
 
 @contextlib.contextmanager

@@ -254,3 +254,21 @@ def test_admin_state_shows_live_and_revoked_tokens(api: httpx.Client, astro: Ast
     state = httpx.get(astro.url.removesuffix("/v1") + "/sandbox/state").json()
     assert [t["token"] for t in state["agentTokens"]] == [kept["token"]]
     assert [t["token"] for t in state["revokedTokens"]] == [dropped["token"]]
+
+
+def test_a_deployment_of_another_organization_is_only_found_under_it(astro: AstroEmulator, api: httpx.Client) -> None:
+    astro.add_deployment({"id": "dep-b", "organization_id": "org-b"})
+    try:
+        token = api.post("/organizations/org-b/tokens", json={
+            "name": "b", "scope": "DEPLOYMENT", "entityId": "dep-b", "role": "DEPLOYMENT_ADMIN"}).json()
+
+        assert api.get("/organizations/org-b/deployments/dep-b").json()["organizationId"] == "org-b"
+        assert api.get(f"/organizations/{ORG}/deployments/dep-b").status_code == 404
+        assert [d["id"] for d in api.get("/organizations/org-b/deployments").json()["deployments"]] == ["dep-b"]
+        assert api.get(f"/organizations/{ORG}/tokens/{token['id']}").status_code == 404
+        assert token["id"] not in {t["id"] for t in api.get(f"/organizations/{ORG}/tokens").json()["tokens"]}
+        astro.reset()
+        assert api.get("/organizations/org-b/deployments/dep-b").status_code == 200  # seeded: survives a reset
+    finally:
+        astro.remove_deployment("dep-b")
+    assert api.get("/organizations/org-b/deployments/dep-b").status_code == 404
