@@ -17,6 +17,7 @@ from typing import Any
 
 from airflow.sdk import DAG, CronTriggerTimetable, TriggerRule, Variable, chain, task
 
+from remote_agents import naming
 from remote_agents.environments import (
     START,
     EnvironmentFile,
@@ -29,10 +30,6 @@ from remote_agents.health import drift
 from remote_agents.spec import EnvironmentSpec
 
 FINDINGS_KEY = "findings"
-
-
-def incident_variable(environment: str) -> str:
-    return f"remote_agents_drift__{environment}__incident"
 
 
 def drift_areas(spec: EnvironmentSpec) -> list[str]:
@@ -114,7 +111,7 @@ def report_drift(spec: EnvironmentSpec, areas: list[str], ti: Any, run_id: str |
     drifted_areas = sorted({f["area"] for f in findings} | set(unknown))
     # Keyed by resource, not area: a second resource drifting in the same area is news.
     drifted = sorted({f"{f['area']}: {f['component']}" for f in findings} | {f"{a}: (not checked)" for a in unknown})
-    key = incident_variable(spec.name)
+    key = naming.incident_variable(spec.name, "drift")
     previous = Variable.get(key, default=None, deserialize_json=True)
     transition = incident_transition(previous, drifted)
     notifier = spec.health.notifier

@@ -17,6 +17,7 @@ from typing import Any
 
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, TriggerRule, Variable, chain, task
 
+from remote_agents import naming
 from remote_agents.environments import (
     START,
     EnvironmentFile,
@@ -26,7 +27,7 @@ from remote_agents.environments import (
     environments_folder,
     fail_run_when_a_task_failed,
 )
-from remote_agents.health import diagnose
+from remote_agents.health import contract, diagnose
 from remote_agents.operators.selftest import SelfTestRunOperator
 from remote_agents.spec import EnvironmentSpec
 
@@ -35,10 +36,6 @@ log = logging.getLogger(__name__)
 SELFTEST_CHECKS = (diagnose.DEPLOYMENT_API, diagnose.QUEUES, diagnose.XCOM, diagnose.SECRETS, diagnose.LOGS,
                    diagnose.IDENTITY, diagnose.STATE_STORE, diagnose.DEFERRAL)
 FINDINGS_KEY = "findings"
-
-
-def incident_variable(environment: str) -> str:
-    return f"remote_agents_health__{environment}__incident"
 
 
 def fail_on(findings: list[diagnose.Finding], ti: Any) -> list[dict[str, str]]:
@@ -100,6 +97,7 @@ def build_health_dag(environment: EnvironmentFile) -> DAG:
             task_id="run_selftest",
             deployment_conn_id=spec.astro.deployment_connection_id,
             nonce=canary["nonce"],
+            canary=contract.canary_name(spec.name),
             queues=[worker.queue for worker in spec.workers],
             timeout_seconds=spec.health.selftest_timeout_seconds,
         )
@@ -150,7 +148,7 @@ def report_health(spec: EnvironmentSpec, ti: Any, run_id: str | None) -> dict[st
     warnings = [f for f in findings if f.get("severity") == diagnose.WARNING]
     findings = [f for f in findings if f.get("severity") != diagnose.WARNING]
     failed_checks = sorted({f["check"] for f in findings} | {t.removeprefix("check_") for t in unknown})
-    key = incident_variable(spec.name)
+    key = naming.incident_variable(spec.name, "health")
     previous = Variable.get(key, default=None, deserialize_json=True)
     transition = incident_transition(previous, failed_checks)
     notifier = spec.health.notifier

@@ -21,7 +21,7 @@ here waits for another queue.
 
 Only Airflow and the amazon provider are imported: the agents' image need not contain the
 remote-agents provider. The few names shared with the health Dag are repeated below and kept in step
-by tests/unit/test_health_contract.py.
+by tests/unit/test_health_diagnose.py.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from airflow.providers.standard.sensors.date_time import DateTimeSensorAsync
 from airflow.sdk import DAG, BaseHook, TaskGroup, Variable, task
 
 DAG_ID = "remote_agents_selftest"
-CANARY_NAME = "remote_agents_canary"
 MARKER_PREFIX = "REMOTE-AGENTS-SELFTEST"
 QUEUES_VARIABLE = "REMOTE_AGENTS_QUEUES"
 DEFERRED_WAIT_SECONDS = 3
@@ -70,6 +69,13 @@ def _nonce(dag_run: Any) -> str:
     if not nonce:
         raise ValueError("no nonce in the run's conf; trigger this Dag from remote_agents_health__<env>")
     return str(nonce)
+
+
+def _canary(dag_run: Any) -> str:
+    name = (dag_run.conf or {}).get("canary")
+    if not name:
+        raise ValueError("no canary name in the run's conf; trigger this Dag from remote_agents_health__<env>")
+    return str(name)
 
 
 def _payload_bytes() -> int:
@@ -107,11 +113,12 @@ def build_queue_group(queue: str) -> None:
         @task(queue=queue)
         def read_canary(dag_run: Any = None) -> dict[str, Any]:
             nonce = _nonce(dag_run)
-            variable = Variable.get(CANARY_NAME)
-            connection = BaseHook.get_connection(CANARY_NAME)
+            name = _canary(dag_run)
+            variable = Variable.get(name)
+            connection = BaseHook.get_connection(name)
             # An env var would win over the backend and prove nothing about it.
-            shadowed = [name for name in (f"AIRFLOW_VAR_{CANARY_NAME.upper()}", f"AIRFLOW_CONN_{CANARY_NAME.upper()}")
-                        if name in os.environ]
+            shadowed = [var for var in (f"AIRFLOW_VAR_{name.upper()}", f"AIRFLOW_CONN_{name.upper()}")
+                        if var in os.environ]
             return {"variable": canary_digest(nonce, variable),
                     "connection": canary_digest(nonce, connection.password or ""), "shadowed_by_env": shadowed}
 

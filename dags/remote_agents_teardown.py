@@ -30,17 +30,20 @@ from remote_agents.operators.cluster import DeleteEksClusterOperator
 from remote_agents.operators.helm import HelmUninstallOperator
 from remote_agents.operators.irsa import DeleteIrsaRoleOperator, DeleteOidcProviderOperator
 from remote_agents.operators.kubernetes import DeleteConfigMapOperator, DeleteNamespaceOperator, DeleteSecretOperator
+from remote_agents.operators.secrets_manager import DeleteOwnedSecretsOperator
 
 DRY_RUN = "{{ params.dry_run }}"
 
 DOC = """
 ### Tear down Remote Execution Agents: `{name}`
 
-Uninstalls the agent release, revokes the agent and registry tokens in Astro, undoes the Deployment
-settings the bootstrap made (`astro.allowed_ip_ranges`, `astro.show_task_logs`), deletes our Secrets,
-ConfigMap and namespace, then the IRSA role(s), the OIDC provider, the node groups, the cluster,
-its VPC and the EKS roles — each only if this project created it (ownership labels and tags).
-Something that exists but is not ours is left alone and listed as skipped.
+Uninstalls the agent release, revokes the agent and registry tokens in Astro (through the Astro API,
+also when the cluster is already gone), undoes the Deployment settings the bootstrap made
+(`astro.allowed_ip_ranges`, `astro.show_task_logs`), deletes our Secrets, ConfigMap and namespace,
+the health checks' canary secrets in Secrets Manager and the incident Variables, then the IRSA
+role(s), the OIDC provider, the node groups, the cluster, its VPC and the EKS roles — each only if
+this project created it (ownership labels and tags). Something that exists but is not ours is left
+alone and listed as skipped.
 
 Type the environment name `{name}` in *confirm* to run it; *dry run* lists what would be deleted.
 """
@@ -93,10 +96,14 @@ def build_teardown_dag(environment: EnvironmentFile) -> DAG:
         uninstall = HelmUninstallOperator(
             task_id="helm_uninstall", release_name=spec.release_name, namespace=spec.namespace, dry_run=DRY_RUN, **access,
         )
-        # Tokens first: the Secrets carry the ids of the tokens to revoke.
+        # Tokens first: the Secrets carry the ids of the tokens to revoke. After the uninstall, so no
+        # agent is left running with a revoked token; and also when the cluster is gone (uninstall
+        # skipped), since the tokens live in Astro, not in the cluster.
         revoke = [
-            RevokeAgentTokenOperator(task_id="revoke_agent_token", secret_name=spec.astro.agent_token_secret_name, **astro, **common),
-            RevokeRegistryTokenOperator(task_id="revoke_registry_token", secret_name=spec.astro.registry_secret_name, **astro, **common),
+            RevokeAgentTokenOperator(task_id="revoke_agent_token", secret_name=spec.astro.agent_token_secret_name,
+                                     trigger_rule=TriggerRule.NONE_FAILED, **astro, **common),
+            RevokeRegistryTokenOperator(task_id="revoke_registry_token", secret_name=spec.astro.registry_secret_name,
+                                        trigger_rule=TriggerRule.NONE_FAILED, **astro, **common),
         ]
         secret_names = [spec.astro.agent_token_secret_name, spec.astro.registry_secret_name]
         if spec.identity.mode == "static-credentials":
@@ -110,8 +117,35 @@ def build_teardown_dag(environment: EnvironmentFile) -> DAG:
         namespace = DeleteNamespaceOperator(task_id="delete_namespace", **common)
         check_confirmation_task = check_confirmation()
         chain(check_confirmation_task, cluster_reachable(), uninstall, revoke)
-        cross_downstream(revoke, delete_objects)
+        cross_downstream([uninstall, *revoke], delete_objects)  # skipped with the uninstall when the cluster is gone
         chain(delete_objects, namespace)
+
+        canaries = DeleteOwnedSecretsOperator(
+            task_id="delete_canary_secrets", secret_ids=sorted(naming.canary_secret_names(spec).values()),
+            tags=naming.ownership_tags(spec), aws_conn_id=spec.aws_conn_id, region_name=spec.backends.aws_region,
+            dry_run=DRY_RUN,
+        )
+
+        @task
+        def delete_incident_variables(**context: Any) -> dict[str, Any]:
+            """The health and drift Dags' open incidents: no Dag is left to close them."""
+            from airflow.sdk import Variable
+
+            from remote_agents.changes import Action, Change
+
+            dry_run = as_bool(context["params"]["dry_run"])
+            changes = []
+            for dag in naming.INCIDENT_DAGS:
+                key = naming.incident_variable(spec.name, dag)
+                found = Variable.get(key, default=None) is not None
+                if found and not dry_run:
+                    Variable.delete(key)
+                changes.append(Change(f"airflow:variable/{key}", Action.DELETED if found else Action.ABSENT,
+                                      dry_run=dry_run).to_dict())
+            return {"changes": changes}
+
+        leftovers = [canaries, delete_incident_variables()]
+        chain(check_confirmation_task, leftovers)
 
         settings_tasks = []
         if spec.astro.allowed_ip_ranges is not None or spec.astro.show_task_logs:
@@ -171,7 +205,7 @@ def build_teardown_dag(environment: EnvironmentFile) -> DAG:
             print(markdown)
             return markdown
 
-        chain([namespace, *aws_tasks, *settings_tasks], summary())
+        chain([namespace, *revoke, *aws_tasks, *settings_tasks, *leftovers], summary())
         fail_run_when_a_task_failed(dag)
     return dag
 

@@ -347,8 +347,11 @@ class Sandbox:
             aws += [f"eks cluster {name}" for name in eks.list_clusters()["clusters"]
                     if eks.describe_cluster(name=name)["cluster"].get("tags", {}).get(tag) == value]
             ec2 = self.aws.admin_client("ec2", region_name=region)
-            aws += [f"ec2 {t['ResourceType']} {t['ResourceId']}" for t in ec2.describe_tags(
-                Filters=[{"Name": "key", "Values": [tag]}, {"Name": "value", "Values": [value]}])["Tags"]]
+            tagged = [{"Name": f"tag:{tag}", "Values": [value]}]
+            # Each kind asked for itself: moto's DescribeTags still lists the tags of deleted resources.
+            for call, key, id_key in _EC2_KINDS:
+                aws += [f"ec2 {key} {item[id_key]}" for item in getattr(ec2, call)(Filters=tagged)[key]
+                        if item.get("State") not in ("deleted", "deleting")]
             secrets_manager = self.aws.admin_client("secretsmanager", region_name=region)
             aws += [f"secret {s['Name']}" for s in secrets_manager.list_secrets(
                 Filters=[{"Key": "tag-key", "Values": [tag]}, {"Key": "tag-value", "Values": [value]}])["SecretList"]]
@@ -371,6 +374,18 @@ class Sandbox:
             "astro": self.astro.url,
             "kubeconfig": str(self.kubeconfig),
         }
+
+
+# (describe call, its list key, the id key) of each EC2 resource kind the bootstrap creates
+_EC2_KINDS = (
+    ("describe_vpcs", "Vpcs", "VpcId"),
+    ("describe_subnets", "Subnets", "SubnetId"),
+    ("describe_internet_gateways", "InternetGateways", "InternetGatewayId"),
+    ("describe_nat_gateways", "NatGateways", "NatGatewayId"),
+    ("describe_route_tables", "RouteTables", "RouteTableId"),
+    ("describe_addresses", "Addresses", "AllocationId"),
+    ("describe_security_groups", "SecurityGroups", "GroupId"),
+)
 
 
 def _astro_deployment(spec: EnvironmentSpec) -> dict[str, Any]:

@@ -27,7 +27,7 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["service"],
             }
         ],
-        "operators": _modules("operators", ["astro", "cluster", "helm", "irsa", "kubernetes", "selftest"]),
+        "operators": _modules("operators", ["astro", "cluster", "helm", "irsa", "kubernetes", "secrets_manager", "selftest"]),
         "hooks": _modules("hooks", ["astro", "aws", "cluster", "deployment", "helm", "kubernetes"]),
         "triggers": _modules("triggers", ["cluster", "dag_run", "rollout"]),
         "connection-types": [

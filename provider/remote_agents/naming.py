@@ -90,6 +90,32 @@ def worker_role_name(spec: EnvironmentSpec) -> str:
     return roles.get(WORKER) or roles[None]
 
 
+def canary_name(environment: str) -> str:
+    """The Variable key and Connection id of the canary the health Dag writes before each self-test.
+
+    One per environment, so two environments that share an AWS account and secrets prefixes never
+    overwrite each other's canary. Environment names are DNS labels, so swapping '-' for '_' (which
+    Airflow's environment-variable names need) keeps them apart.
+    """
+    return f"remote_agents_canary__{environment.replace('-', '_')}"
+
+
+def canary_secret_names(spec: EnvironmentSpec) -> dict[str, str]:
+    """The canary's two secrets in Secrets Manager, under the agents' secrets backend prefixes."""
+    secrets = spec.backends.secrets
+    return {"variable": f"{secrets.variables_prefix}/{canary_name(spec.name)}",
+            "connection": f"{secrets.connections_prefix}/{canary_name(spec.name)}"}
+
+
+# The Dags that keep an open incident in an Airflow Variable (see incident_variable).
+INCIDENT_DAGS = ("health", "drift")
+
+
+def incident_variable(environment: str, dag: str) -> str:
+    """The Variable holding the open incident of an environment's health or drift Dag (no secrets)."""
+    return f"remote_agents_{dag}__{environment}__incident"
+
+
 def ownership_labels(spec: EnvironmentSpec) -> dict[str, str]:
     """Labels on every Kubernetes object we create, so teardown deletes only what is ours."""
     return environment_ownership_labels(spec.name)

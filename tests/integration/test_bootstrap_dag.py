@@ -13,7 +13,10 @@ from typing import Any
 import jsonschema
 import pytest
 
+from airflow.models.variable import Variable
+
 from remote_agents import naming
+from remote_agents.health.gather import write_canary
 from remote_agents.hooks.astro import AstroHook
 from remote_agents.render.deployment import LOG_FILENAME_TEMPLATE
 from sandbox.environment import Sandbox
@@ -254,9 +257,15 @@ def test_teardown_removes_everything_of_ours_and_nothing_else(dagbag: Any, clean
         allowed_ip_address_ranges=[*clean.astro.deployment(spec.astro.deployment_id).allowed_ip_address_ranges,
                                    "203.0.113.9/32"])
 
+    write_canary(spec, spec.aws_conn_id)  # as every health run does
+    Variable.set(naming.incident_variable(spec.name, "health"), json.dumps({"failed_checks": ["xcom"]}))
+
     state, tasks = teardown(dagbag, confirm=spec.name)
 
     assert state == "success", tasks
+    assert clean.owned_leftovers() == {"aws": [], "kubernetes": [], "astro": []}
+    assert [Variable.get(naming.incident_variable(spec.name, dag), default_var=None) for dag in naming.INCIDENT_DAGS] == [
+        None, None]
     assert [r["RoleName"] for r in iam.list_roles()["Roles"]] == ["customer-role"]
     assert iam.list_open_id_connect_providers()["OpenIDConnectProviderList"] == []
     assert clean.aws.admin_client("eks").list_clusters()["clusters"] == []
@@ -269,6 +278,22 @@ def test_teardown_removes_everything_of_ours_and_nothing_else(dagbag: Any, clean
     assert deployment.allowed_ip_address_ranges == ["203.0.113.9/32"]
     assert (deployment.task_log_bucket, deployment.task_log_url_pattern) == (None, None)
     assert teardown(dagbag, confirm=spec.name)[0] == "success"  # a second teardown finds nothing and is fine
+
+
+def test_teardown_after_the_cluster_is_gone_still_revokes_both_tokens(dagbag: Any, clean: Sandbox) -> None:
+    spec = clean.spec
+    assert bootstrap(dagbag, clean)[0] == "success"
+    assert spec.eks is not None
+    eks = clean.aws.admin_client("eks")
+    for group in eks.list_nodegroups(clusterName=spec.eks.name)["nodegroups"]:
+        eks.delete_nodegroup(clusterName=spec.eks.name, nodegroupName=group)
+    eks.delete_cluster(name=spec.eks.name)  # someone deleted it in the console
+
+    state, tasks = teardown(dagbag, confirm=spec.name)
+
+    assert state == "success", tasks
+    assert tasks["revoke_agent_token"] == tasks["revoke_registry_token"] == "success"
+    assert clean.astro.live_agent_tokens() == [] and clean.astro.live_api_tokens() == []
 
 
 def test_open_lineage_api_key_secret_is_filled_from_its_connection_before_the_install(dagbag: Any) -> None:

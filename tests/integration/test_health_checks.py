@@ -20,7 +20,8 @@ import pytest
 from remote_agents.health import contract
 from remote_agents.health.checks import collect_selftest, evaluate_agent_token, evaluate_selftest, evaluate_workloads
 from remote_agents.health.diagnose import Finding
-from remote_agents.health.gather import canary_secret_names, write_canary
+from remote_agents.health.gather import write_canary
+from remote_agents.naming import canary_secret_names
 from remote_agents.hooks.cluster import ClusterAccess
 from remote_agents.hooks.deployment import DeploymentHook
 from remote_agents.spec import EnvironmentSpec
@@ -74,7 +75,8 @@ def check_health(
     started = time.time()
     try:
         with DeploymentHook(spec.astro.deployment_connection_id).get_conn() as client:
-            run_id = client.trigger(contract.SELFTEST_DAG_ID, {"nonce": canary["nonce"], "queues": ["default", "heavy"]})
+            run_id = client.trigger(contract.SELFTEST_DAG_ID, {"nonce": canary["nonce"], "canary": contract.canary_name(spec.name),
+                                                              "queues": ["default", "heavy"]})
             state = client.wait(contract.SELFTEST_DAG_ID, run_id, timeout=timeout)
             run = {"run_id": run_id, "state": state, "waited_seconds": time.time() - started}
     except httpx.TransportError:
@@ -148,7 +150,7 @@ def test_selftest_operator_defers_with_the_run_to_poll(environment: Sandbox, spe
 
     from remote_agents.operators.selftest import SelfTestRunOperator
 
-    operator = SelfTestRunOperator(task_id="run_selftest", nonce="n-defer", queues=["default", "heavy"],
+    operator = SelfTestRunOperator(task_id="run_selftest", nonce="n-defer", canary=contract.canary_name(spec.name), queues=["default", "heavy"],
                                    deployment_conn_id=spec.astro.deployment_connection_id, timeout_seconds=60)
     with pytest.raises(TaskDeferred) as deferred:
         operator.execute({})
@@ -168,7 +170,7 @@ def test_dag_run_trigger_yields_the_finished_run(environment: Sandbox, spec: Env
 
     canary = write_canary(spec, spec.aws_conn_id)
     with DeploymentHook(spec.astro.deployment_connection_id).get_conn() as client:
-        run_id = client.trigger(contract.SELFTEST_DAG_ID, {"nonce": canary["nonce"]})
+        run_id = client.trigger(contract.SELFTEST_DAG_ID, {"nonce": canary["nonce"], "canary": contract.canary_name(spec.name)})
     trigger = DagRunStateTrigger(spec.astro.deployment_connection_id, contract.SELFTEST_DAG_ID, run_id,
                                  deadline=time.time() + RUN_TIMEOUT, started_at=time.time(), poll_interval=0.5)
 
@@ -182,7 +184,7 @@ def test_selftest_operator_raises_on_a_failed_wait_event(environment: Sandbox) -
     from remote_agents.hooks.deployment import DeploymentApiError
     from remote_agents.operators.selftest import SelfTestRunOperator
 
-    operator = SelfTestRunOperator(task_id="run_selftest", nonce="n")
+    operator = SelfTestRunOperator(task_id="run_selftest", nonce="n", canary="c")
     with pytest.raises(DeploymentApiError, match="HTTP 403"):
         operator.execute_complete({}, {"status": "error", "message": "reading run r at http://x: HTTP 403", "run_id": "r"})
 
@@ -346,7 +348,7 @@ def test_queue_without_worker_stays_queued_and_names_workers_queue(environment: 
     # A just-restarted triggerer can take ~30 s to run its first trigger here; one self-test on the
     # queue that has a worker warms it, so the short wait below measures only the missing worker.
     with DeploymentHook(spec.astro.deployment_connection_id).get_conn() as client:
-        warm_up = client.trigger(contract.SELFTEST_DAG_ID, {"nonce": "warm-up", "queues": ["default"]})
+        warm_up = client.trigger(contract.SELFTEST_DAG_ID, {"nonce": "warm-up", "canary": contract.canary_name(spec.name), "queues": ["default"]})
         client.wait(contract.SELFTEST_DAG_ID, warm_up, timeout=RUN_TIMEOUT)
 
     failing = check_health(spec, timeout=NO_WORKER_TIMEOUT)

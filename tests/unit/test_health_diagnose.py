@@ -131,11 +131,11 @@ def test_stale_canary_is_a_secrets_finding() -> None:
 
 @pytest.mark.parametrize(
     ("exists", "expected"),
-    [(True, "secrets backend prefix wrong on the agents"), (False, "canary secret airflow/variables/remote_agents_canary is gone")],
+    [(True, "secrets backend prefix wrong on the agents"), (False, "canary secret airflow/variables/remote_agents_canary__sandbox is gone")],
 )
 def test_canary_not_found_tells_a_wrong_prefix_from_a_deleted_secret(exists: bool, expected: str) -> None:
     queue = healthy_queue(canary=None)
-    tasks = with_tasks(queue, read_canary=("failed", "KeyError: 'Variable remote_agents_canary does not exist'"))
+    tasks = with_tasks(queue, read_canary=("failed", "KeyError: 'Variable remote_agents_canary__sandbox does not exist'"))
     expect = Expectations(**{**EXPECT.__dict__, "canary_exists": exists})
 
     assert expected in failing(run(QueueEvidence(**{**queue.__dict__, "tasks": tasks})), expect)["secrets"][0]
@@ -274,7 +274,6 @@ def test_selftest_dag_repeats_the_contract_values() -> None:
     tasks = {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
 
     assert constants["DAG_ID"] == contract.SELFTEST_DAG_ID
-    assert constants["CANARY_NAME"] == contract.CANARY_NAME
     assert constants["MARKER_PREFIX"] == contract.MARKER_PREFIX
     assert constants["QUEUES_VARIABLE"] == contract.QUEUES_VARIABLE
     assert constants["STATE_KEY"] == contract.STATE_KEY

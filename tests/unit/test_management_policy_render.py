@@ -15,6 +15,7 @@ from remote_agents.cli import main
 from remote_agents.errors import ConfigError
 from remote_agents.render.policies import build_management_policy
 from remote_agents.spec import EnvironmentSpec, load_spec, parse_spec
+from sandbox.iam_policy import Decision, Request, evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_FILES = sorted((ROOT / "include" / "environments").glob("*.yaml"))
@@ -137,10 +138,29 @@ def test_health_reads_only_the_xcom_and_log_prefixes_and_writes_only_the_canary(
 
     assert sorted(policy["HealthReadAgentObjects"]["Resource"]) == [
         "arn:aws:s3:::acme-agents-logs/multi/logs/*", "arn:aws:s3:::acme-agents-xcom/multi/xcom/*"]
-    assert sorted(policy["HealthWriteCanary"]["Resource"]) == [
-        f"arn:aws:secretsmanager:us-west-2:{ACCOUNT}:secret:agents/multi/connections/remote_agents_canary*",
-        f"arn:aws:secretsmanager:us-west-2:{ACCOUNT}:secret:agents/multi/variables/remote_agents_canary*",
+    canaries = [
+        f"arn:aws:secretsmanager:us-west-2:{ACCOUNT}:secret:agents/multi/{kind}/remote_agents_canary__multi_queue{suffix}"
+        for kind in ("connections", "variables") for suffix in ("", "-??????")
     ]
+    assert sorted(policy["HealthWriteCanary"]["Resource"]) == canaries
+    assert (policy["TeardownDeleteCanary"]["Action"], sorted(policy["TeardownDeleteCanary"]["Resource"])) == (
+        ["secretsmanager:DeleteSecret"], canaries)
+
+
+def test_environments_in_one_account_write_and_delete_only_their_own_canary() -> None:
+    """Two environments with the same secrets prefixes, one named like the start of the other's name."""
+    data = yaml.safe_load((ROOT / "include" / "environments" / "sandbox.yaml").read_text())
+    first, second = parse_spec(data), parse_spec({**data, "name": "sandbox-b"})
+    policy = build_management_policy(first, ACCOUNT)
+
+    def decisions(spec: EnvironmentSpec, suffix: str) -> list[Decision]:
+        arn = f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:{naming.canary_secret_names(spec)['variable']}{suffix}"
+        return [evaluate([policy], Request(action, arn))
+                for action in ("secretsmanager:PutSecretValue", "secretsmanager:DeleteSecret")]
+
+    assert naming.canary_secret_names(first) != naming.canary_secret_names(second)
+    assert decisions(first, "-AbC123") == decisions(first, "") == [Decision.ALLOW, Decision.ALLOW]
+    assert decisions(second, "-AbC123") == decisions(second, "") == [Decision.IMPLICIT_DENY, Decision.IMPLICIT_DENY]
 
 
 def test_arns_follow_the_partition_of_the_region() -> None:

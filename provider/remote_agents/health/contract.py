@@ -2,7 +2,7 @@
 
 The self-test Dag (``dags/remote_agents_selftest.py``) runs on the agents, whose image need not
 contain this provider, so it repeats these few values instead of importing them;
-``tests/unit/test_health_contract.py`` keeps the two in step. No I/O, no Airflow imports.
+``tests/unit/test_health_diagnose.py`` keeps the two in step. No I/O, no Airflow imports.
 """
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ from __future__ import annotations
 import hashlib
 import re
 
+from remote_agents.naming import canary_name as canary_name  # the Variable key and Connection id of the canary
 from remote_agents.render.values import QUEUES_VARIABLE as QUEUES_VARIABLE  # the env var naming the queues
 
 SELFTEST_DAG_ID = "remote_agents_selftest"
-# The Variable key and the Connection id the health Dag writes before each self-test.
-CANARY_NAME = "remote_agents_canary"
 MARKER_PREFIX = "REMOTE-AGENTS-SELFTEST"
 # One task group per queue, each with these tasks (the group id is ``queue_group(queue)``).
 XCOM_PRODUCE = "xcom_produce"

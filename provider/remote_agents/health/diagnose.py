@@ -409,7 +409,7 @@ def diagnose_secrets(selftest: SelfTestEvidence | None, expect: Expectations) ->
         return []
     assert selftest is not None
     findings = []
-    variable = f"{expect.variables_prefix}/{contract.CANARY_NAME}"
+    variable = f"{expect.variables_prefix}/{contract.canary_name(expect.environment)}"
     for queue, evidence in selftest.queues.items():
         task = evidence.task(contract.READ_CANARY)
         component = f"secrets on queue `{queue}`"
@@ -424,7 +424,7 @@ def diagnose_secrets(selftest: SelfTestEvidence | None, expect: Expectations) ->
             elif not expect.canary_exists:
                 findings.append(Finding(SECRETS, component, f"canary secret {variable} is gone", error,
                                         "something deleted it after the health Dag wrote it (rotation or cleanup "
-                                        f"job?); keep {expect.variables_prefix}/{contract.CANARY_NAME} out of such jobs"))
+                                        f"job?); keep {variable} out of such jobs"))
             elif _NOT_FOUND.search(error):
                 findings.append(Finding(SECRETS, component, "the agent did not find the canary the health Dag wrote",
                                         f"{variable} exists, but: {error}",

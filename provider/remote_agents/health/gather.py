@@ -82,14 +82,6 @@ def static_identity_arn(spec: EnvironmentSpec) -> str:
 # -- canary ------------------------------------------------------------------------------------
 
 
-def canary_secret_names(spec: EnvironmentSpec) -> dict[str, str]:
-    secrets_spec = spec.backends.secrets
-    return {
-        "variable": f"{secrets_spec.variables_prefix}/{contract.CANARY_NAME}",
-        "connection": f"{secrets_spec.connections_prefix}/{contract.CANARY_NAME}",
-    }
-
-
 def write_canary(spec: EnvironmentSpec, aws_conn_id: str | None) -> dict[str, str]:
     """A fresh random canary as a Variable and a Connection; returns the nonce and the expected digest.
 
@@ -103,7 +95,7 @@ def write_canary(spec: EnvironmentSpec, aws_conn_id: str | None) -> dict[str, st
     mask_secret(value)
     nonce = secrets.token_hex(8)
     client = SecretsManagerHook(aws_conn_id=aws_conn_id, region_name=spec.backends.aws_region).conn
-    names = canary_secret_names(spec)
+    names = naming.canary_secret_names(spec)
     bodies = {"variable": value, "connection": json.dumps({"conn_type": "generic", "password": value})}
     for kind, name in names.items():
         try:
@@ -121,7 +113,7 @@ def canary_exists(spec: EnvironmentSpec, aws_conn_id: str | None) -> bool:
 
     client = SecretsManagerHook(aws_conn_id=aws_conn_id, region_name=spec.backends.aws_region).conn
     try:
-        client.describe_secret(SecretId=canary_secret_names(spec)["variable"])
+        client.describe_secret(SecretId=naming.canary_secret_names(spec)["variable"])
     except ClientError as error:
         if error.response["Error"]["Code"] == "ResourceNotFoundException":
             return False

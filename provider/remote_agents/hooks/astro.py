@@ -246,10 +246,11 @@ class AstroHook(BaseHook):
     def _org_path(self) -> str:
         return f"/organizations/{self.organization_id}"
 
-    def _list(self, path: str, key: str, permission: str) -> list[dict[str, Any]]:
+    def _list(self, path: str, key: str, permission: str, **filters: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         while True:
-            page = self.request("GET", path, permission=permission, params={"offset": len(items), "limit": PAGE_SIZE})
+            page = self.request("GET", path, permission=permission,
+                                params={**filters, "offset": len(items), "limit": PAGE_SIZE})
             items.extend(page.get(key) or [])
             if not page.get(key) or len(items) >= int(page.get("totalCount", len(items))):
                 return items
@@ -334,7 +335,11 @@ class AstroHook(BaseHook):
         """Revoke; False if it was already gone."""
         return self._delete(f"{self._agent_tokens_path(deployment_id)}/{token_id}", "deployment.agentTokens.delete")
 
-    # -- Deployment API tokens (GetApiToken, CreateApiToken, DeleteApiToken) ---------------------------
+    # -- Deployment API tokens (ListApiTokens, GetApiToken, CreateApiToken, DeleteApiToken) -------------
+
+    def list_deployment_tokens(self, deployment_id: str) -> list[dict[str, Any]]:
+        """The API tokens that hold a role on the Deployment (metadata only)."""
+        return self._list(f"{self._org_path}/tokens", "tokens", API_TOKENS_PERMISSION, deploymentId=deployment_id)
 
     def get_api_token(self, token_id: str) -> dict[str, Any] | None:
         return self._get_or_none(f"{self._org_path}/tokens/{token_id}", API_TOKENS_PERMISSION)

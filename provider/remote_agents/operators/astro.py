@@ -60,12 +60,21 @@ class _Tokens:
     def revoke(self, token_id: str) -> bool:
         raise NotImplementedError
 
+    def listed(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
     def is_live(self, token_id: str) -> bool:
         token = self.fetch(token_id)
-        if token is None:
-            return False
-        end = token.get("endAt")
-        return not end or datetime.fromisoformat(end.replace("Z", "+00:00")) > datetime.now(UTC)
+        return token is not None and _unexpired(token)
+
+    def live_named(self, name: str) -> list[str]:
+        """Ids of the live tokens called ``name``: how a token is found whose id no Secret holds."""
+        return sorted(str(t["id"]) for t in self.listed() if t.get("name") == name and _unexpired(t))
+
+
+def _unexpired(token: dict[str, Any]) -> bool:
+    end = token.get("endAt")
+    return not end or datetime.fromisoformat(end.replace("Z", "+00:00")) > datetime.now(UTC)
 
 
 class _AgentTokens(_Tokens):
@@ -82,6 +91,9 @@ class _AgentTokens(_Tokens):
     def revoke(self, token_id: str) -> bool:
         return self.astro.delete_agent_token(self.deployment_id, token_id)
 
+    def listed(self) -> list[dict[str, Any]]:
+        return self.astro.list_agent_tokens(self.deployment_id)
+
 
 class _DeploymentApiTokens(_Tokens):
     def resource(self, token_id: str) -> str:
@@ -97,14 +109,23 @@ class _DeploymentApiTokens(_Tokens):
     def revoke(self, token_id: str) -> bool:
         return self.astro.delete_api_token(token_id)
 
+    def listed(self) -> list[dict[str, Any]]:
+        return self.astro.list_deployment_tokens(self.deployment_id)
+
 
 class _AstroTokenOperator(ClusterOperator):
-    """Shared parameters: which Astro Deployment and which Secret of which environment."""
+    """Shared parameters: which Astro Deployment and which Secret of which environment.
+
+    Every token is created with one name per environment and Secret (``token_name``), so a token
+    whose id no Secret holds (its run was killed between the create and the Secret write, or
+    before it revoked a rotated token) is still found, and revoked, by the next run or teardown.
+    """
 
     tokens_class: ClassVar[type[_Tokens]]
+    name_suffix: ClassVar[str]
     template_fields: Sequence[str] = (
         *CLUSTER_TEMPLATE_FIELDS, "deployment_id", "organization_id", "astro_conn_id", "namespace", "secret_name",
-        "environment",
+        "environment", "token_name",
     )
 
     def __init__(
@@ -116,6 +137,7 @@ class _AstroTokenOperator(ClusterOperator):
         environment: str,
         astro_conn_id: str = AstroHook.default_conn_name,
         organization_id: str | None = None,
+        token_name: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -125,6 +147,7 @@ class _AstroTokenOperator(ClusterOperator):
         self.environment = environment
         self.astro_conn_id = astro_conn_id
         self.organization_id = organization_id
+        self.token_name = token_name
 
     @property
     def ownership(self) -> dict[str, str]:
@@ -137,20 +160,34 @@ class _AstroTokenOperator(ClusterOperator):
     def tokens(self) -> _Tokens:
         return self.tokens_class(AstroHook(self.astro_conn_id, self.organization_id), self.deployment_id)
 
+    def our_token_name(self) -> str:
+        return self.token_name or f"remote-agents-{self.environment}{self.name_suffix}"
+
+    def revoke_unheld(self, tokens: _Tokens, held: set[str | None]) -> list[Change]:
+        """Revoke the live tokens of ours that are not ``held`` (in a dry run: say they would be)."""
+        changes = []
+        for token_id in tokens.live_named(self.our_token_name()):
+            if token_id in held:
+                continue
+            self.log.warning("token %s (%s) is ours but no Secret holds it: revoking it", token_id,
+                             self.our_token_name())
+            revoked = self.is_dry_run or tokens.revoke(token_id)
+            changes.append(Change(tokens.resource(token_id), Action.DELETED if revoked else Action.ABSENT,
+                                  dry_run=self.is_dry_run))
+        return changes
+
 
 class _EnsureTokenSecretOperator(_AstroTokenOperator):
     """Create a token and write it into the Secret, unless the Secret already holds a live one."""
 
     secret_data_key: ClassVar[str]
     template_fields: Sequence[str] = (
-        *_AstroTokenOperator.template_fields, "labels", "token_name", "token_description", "token_expiry_days",
-        "rotate",
+        *_AstroTokenOperator.template_fields, "labels", "token_description", "token_expiry_days", "rotate",
     )
 
     def __init__(
         self,
         *,
-        token_name: str | None = None,
         token_description: str | None = None,
         token_expiry_days: int | str = 365,
         rotate: bool | str = False,
@@ -158,7 +195,6 @@ class _EnsureTokenSecretOperator(_AstroTokenOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.token_name = token_name
         self.token_description = token_description
         self.token_expiry_days = token_expiry_days
         self.rotate = rotate
@@ -180,13 +216,16 @@ class _EnsureTokenSecretOperator(_AstroTokenOperator):
         old_live = old_id is not None and tokens.is_live(old_id)
         if old_id and old_live and not as_bool(self.rotate):
             unchanged = [Change(tokens.resource(old_id), Action.UNCHANGED, dry_run=self.is_dry_run),
-                         Change(self.secret_resource, Action.UNCHANGED, dry_run=self.is_dry_run)]
+                         Change(self.secret_resource, Action.UNCHANGED, dry_run=self.is_dry_run),
+                         *self.revoke_unheld(tokens, {old_id})]
             return report_changes(self.log, unchanged, token_id=old_id, secret_name=self.secret_name)
         live_old_id = old_id if old_live else None
         if self.is_dry_run:
-            return report_changes(self.log, self.plan(current, live_old_id), token_id=old_id,
-                                  secret_name=self.secret_name)
+            return report_changes(self.log, [*self.plan(current, live_old_id), *self.revoke_unheld(tokens, {old_id})],
+                                  token_id=old_id, secret_name=self.secret_name)
         changes, new_id = self.replace_token(objects, tokens, current, old_id)
+        # The old token stays until the agents run with the new one (finish); any other is an orphan.
+        changes.extend(self.revoke_unheld(tokens, {new_id, live_old_id}))
         return self.finish(objects, tokens, changes, new_id, live_old_id)
 
     def plan(self, current: dict[str, Any] | None, live_old_id: str | None) -> list[Change]:
@@ -200,8 +239,7 @@ class _EnsureTokenSecretOperator(_AstroTokenOperator):
     def replace_token(self, objects: ClusterObjects, tokens: _Tokens, current: dict[str, Any] | None,
                       old_id: str | None) -> tuple[list[Change], str]:
         """New token -> Secret, in one create or one replace, so the Secret is never empty."""
-        created = tokens.create(self.token_name or self.default_token_name(), self.description(),
-                                int(self.token_expiry_days))
+        created = tokens.create(self.our_token_name(), self.description(), int(self.token_expiry_days))
         new_id = str(created["id"])
         try:
             kube_type, values = self.secret_values(created.pop("token"))
@@ -226,9 +264,6 @@ class _EnsureTokenSecretOperator(_AstroTokenOperator):
     @staticmethod
     def revoke_change(tokens: _Tokens, token_id: str) -> Change:
         return Change(tokens.resource(token_id), Action.DELETED if tokens.revoke(token_id) else Action.ABSENT)
-
-    def default_token_name(self) -> str:
-        raise NotImplementedError
 
     def description(self) -> str:
         return self.token_description or (
@@ -267,6 +302,7 @@ class EnsureAgentTokenOperator(_EnsureTokenSecretOperator):
     """
 
     tokens_class = _AgentTokens
+    name_suffix = ""
     secret_data_key = AGENT_TOKEN_KEY
     template_fields: Sequence[str] = (
         *_EnsureTokenSecretOperator.template_fields, "restart_selector", "restart_deployments",
@@ -300,9 +336,6 @@ class EnsureAgentTokenOperator(_EnsureTokenSecretOperator):
 
     def secret_values(self, token: str) -> tuple[str, dict[str, str]]:
         return secret_values("generic", token, key=AGENT_TOKEN_KEY)
-
-    def default_token_name(self) -> str:
-        return f"remote-agents-{self.environment}"
 
     def plan(self, current: dict[str, Any] | None, live_old_id: str | None) -> list[Change]:
         plan = super().plan(current, live_old_id)
@@ -387,6 +420,7 @@ class EnsureRegistrySecretOperator(_EnsureTokenSecretOperator):
     """
 
     tokens_class = _DeploymentApiTokens
+    name_suffix = "-registry"
     secret_data_key = DOCKERCONFIGJSON_KEY
     template_fields: Sequence[str] = (*_EnsureTokenSecretOperator.template_fields, "registry")
 
@@ -398,32 +432,45 @@ class EnsureRegistrySecretOperator(_EnsureTokenSecretOperator):
     def secret_values(self, token: str) -> tuple[str, dict[str, str]]:
         return secret_values("dockerconfigjson", token, registry=self.registry)
 
-    def default_token_name(self) -> str:
-        return f"remote-agents-{self.environment}-registry"
-
 
 class _RevokeTokenOperator(_AstroTokenOperator):
-    """Revoke the token whose id our Secret's annotation holds; the Secret itself is left for deletion."""
+    """Revoke the token our Secret's annotation names, and every live token called ``token_name``.
+
+    The Secret is read only while its cluster is there; the tokens are revoked through the Astro API
+    either way, so a teardown after the cluster is gone still leaves no live token. The Secret itself
+    is left for deletion.
+    """
 
     def execute(self, context: Any) -> dict[str, Any]:
         tokens = self.tokens()
+        changes, token_id = self._revoke_held(tokens) if self._secret_readable() else ([], None)
+        changes.extend(self.revoke_unheld(tokens, {token_id}))
+        return report_changes(self.log, changes, token_id=token_id)
+
+    def _secret_readable(self) -> bool:
+        if self.eks_cluster_name and not self._eks_cluster_exists():
+            self.log.info("EKS cluster %s is gone, and Secret %s with it: revoking by token name %s",
+                          self.eks_cluster_name, self.secret_resource, self.our_token_name())
+            return False
+        return True
+
+    def _revoke_held(self, tokens: _Tokens) -> tuple[list[Change], str | None]:
         current = ClusterObjects(self.cluster_access).get("Secret", self.secret_name, self.namespace)
         if current is None:
             self.log.info("Secret %s/%s does not exist: no token id to revoke", self.namespace, self.secret_name)
-            return report_changes(self.log, [Change(self.secret_resource, Action.ABSENT, dry_run=self.is_dry_run)])
+            return [Change(self.secret_resource, Action.ABSENT, dry_run=self.is_dry_run)], None
         if not is_owned(current, self.ownership):
             self.log.warning("%s was not created by remote-agents for this environment; its token is left alone",
                              self.secret_resource)
-            return report_changes(self.log, [Change(self.secret_resource, Action.UNCHANGED, dry_run=self.is_dry_run)])
+            return [Change(self.secret_resource, Action.UNCHANGED, dry_run=self.is_dry_run)], None
         token_id = (current["metadata"].get("annotations") or {}).get(TOKEN_ID_ANNOTATION)
         if not token_id:
-            return report_changes(self.log, [Change(self.secret_resource, Action.ABSENT, dry_run=self.is_dry_run)])
+            return [Change(self.secret_resource, Action.ABSENT, dry_run=self.is_dry_run)], None
         if self.is_dry_run:
             action = Action.DELETED if tokens.fetch(token_id) is not None else Action.ABSENT
         else:
             action = Action.DELETED if tokens.revoke(token_id) else Action.ABSENT
-        return report_changes(self.log, [Change(tokens.resource(token_id), action, dry_run=self.is_dry_run)],
-                              token_id=token_id)
+        return [Change(tokens.resource(token_id), action, dry_run=self.is_dry_run)], token_id
 
 
 class RevokeAgentTokenOperator(_RevokeTokenOperator):
@@ -438,6 +485,7 @@ class RevokeAgentTokenOperator(_RevokeTokenOperator):
     """
 
     tokens_class = _AgentTokens
+    name_suffix = ""
 
     def __init__(self, *, secret_name: str = "astro-agent-token", **kwargs: Any) -> None:
         super().__init__(secret_name=secret_name, **kwargs)
@@ -454,6 +502,7 @@ class RevokeRegistryTokenOperator(_RevokeTokenOperator):
     """
 
     tokens_class = _DeploymentApiTokens
+    name_suffix = "-registry"
 
     def __init__(self, *, secret_name: str = "astro-registry", **kwargs: Any) -> None:
         super().__init__(secret_name=secret_name, **kwargs)

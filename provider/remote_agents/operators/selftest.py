@@ -30,17 +30,20 @@ class SelfTestRunOperator(BaseOperator):
             task_id="run_selftest",
             deployment_conn_id="astro_deployment",
             nonce="{{ run_id | replace(':', '') }}",
+            canary="remote_agents_canary__prod",
             queues=["default", "gpu"],
             timeout_seconds=300,
         )
     """
 
-    template_fields: Sequence[str] = ("deployment_conn_id", "selftest_dag_id", "nonce", "queues", "timeout_seconds")
+    template_fields: Sequence[str] = ("deployment_conn_id", "selftest_dag_id", "nonce", "canary", "queues",
+                                      "timeout_seconds")
 
     def __init__(
         self,
         *,
         nonce: str,
+        canary: str,
         queues: list[str] | str | None = None,
         deployment_conn_id: str = DeploymentHook.default_conn_name,
         selftest_dag_id: str = contract.SELFTEST_DAG_ID,
@@ -50,6 +53,7 @@ class SelfTestRunOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.nonce = nonce
+        self.canary = canary
         self.queues = queues
         self.deployment_conn_id = deployment_conn_id
         self.selftest_dag_id = selftest_dag_id
@@ -66,7 +70,7 @@ class SelfTestRunOperator(BaseOperator):
             )
         queues = [self.queues] if isinstance(self.queues, str) else list(self.queues or [])
         started = time.time()
-        run_id = hook.call(f"triggering {self.selftest_dag_id}", "trigger", self.selftest_dag_id, {"nonce": self.nonce, "queues": queues})
+        run_id = hook.call(f"triggering {self.selftest_dag_id}", "trigger", self.selftest_dag_id, {"nonce": self.nonce, "canary": self.canary, "queues": queues})
         self.log.info("Triggered %s run %s on %s; waiting up to %s s", self.selftest_dag_id, run_id, hook.base_url,
                       self.timeout_seconds)
         timeout = float(self.timeout_seconds)

@@ -476,15 +476,18 @@ def _vpc_statements(spec: EnvironmentSpec, account_id: str, partition: str) -> l
 
 def _health_statements(spec: EnvironmentSpec, account_id: str) -> list[dict[str, Any]]:
     # Imported here: the health package is the one source of the canary's name, and only this builder needs it.
-    from remote_agents.health.contract import CANARY_NAME
+    from remote_agents.health.contract import canary_name
 
     backends = spec.backends
     partition = aws_partition(backends.aws_region)
     locations = sorted({(backends.xcom.bucket, backends.xcom.prefix), (backends.logs.bucket, backends.logs.prefix)})
     secrets = backends.secrets
+    # An existing secret's ARN ends in '-' and six random characters, which '?' matches one each, so
+    # another environment's canary (whose name may start with this one's) is not matched; the bare
+    # name is the resource of a call naming a secret that does not exist yet.
     canaries = [
-        f"arn:{partition}:secretsmanager:{backends.aws_region}:{account_id}:secret:{prefix}/{CANARY_NAME}*"
-        for prefix in sorted({secrets.connections_prefix, secrets.variables_prefix})
+        f"arn:{partition}:secretsmanager:{backends.aws_region}:{account_id}:secret:{prefix}/{canary_name(spec.name)}{suffix}"
+        for prefix in sorted({secrets.connections_prefix, secrets.variables_prefix}) for suffix in ("", "-??????")
     ]
     return [
         _statement("HealthReadAgentObjects", ["s3:GetObject"], [f"arn:{partition}:s3:::{b}/{p}/*" for b, p in locations]),
@@ -493,4 +496,5 @@ def _health_statements(spec: EnvironmentSpec, account_id: str) -> list[dict[str,
         _statement("HealthCheckBuckets", ["s3:ListBucket"], sorted({f"arn:{partition}:s3:::{b}" for b, _ in locations})),
         _statement("HealthWriteCanary", ["secretsmanager:DescribeSecret", "secretsmanager:CreateSecret",
                                          "secretsmanager:PutSecretValue", "secretsmanager:TagResource"], canaries),
+        _statement("TeardownDeleteCanary", ["secretsmanager:DeleteSecret"], canaries),
     ]
