@@ -30,16 +30,16 @@ from pydantic_core import PydanticCustomError
 
 from remote_agents.errors import ConfigError
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-AWS_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
-CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
-LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-IMAGE_WITH_TAG = re.compile(r"^[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)+(:[A-Za-z0-9._-]+|@sha256:[a-f0-9]{64})$")
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+AWS_REGION = re.compile(r"[a-z]{2}(-gov)?-[a-z]+-\d")
+CONN_ID = re.compile(r"[A-Za-z0-9_.-]{1,250}")
+LABEL_KEY = re.compile(r"([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+IMAGE_WITH_TAG = re.compile(r"[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)+(:[A-Za-z0-9._-]+|@sha256:[a-f0-9]{64})")
 MIN_KUBERNETES = (1, 30)
-KMS_KEY_ARN = re.compile(r"^arn:aws(-cn|-us-gov)?:kms:[a-z]{2}(-gov)?-[a-z]+-\d:\d{12}:key/([0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}|mrk-[0-9a-f]{32})$")
-SEMVER = re.compile(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
-LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
+KMS_KEY_ARN = re.compile(r"arn:aws(-cn|-us-gov)?:kms:[a-z]{2}(-gov)?-[a-z]+-\d:\d{12}:key/([0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}|mrk-[0-9a-f]{32})")
+SEMVER = re.compile(r"\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")
+LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?")
 # Keys that would carry a secret value, and the field that names the Connection holding it instead.
 SECRET_KEYS = {
     "token": "astro.connection_id",
@@ -90,7 +90,7 @@ def _cidr_suggestion(text: str) -> str:
 
 
 def _dns_label(value: str, what: str) -> str:
-    if not DNS_LABEL.match(value):
+    if not DNS_LABEL.fullmatch(value):
         suggestion = re.sub(r"[^a-z0-9]+", "-", value.lower())[:63].strip("-") or "agents"
         raise _problem(
             "dns_label",
@@ -109,7 +109,7 @@ def _prefix(value: str) -> str:
 
 
 def _bucket(value: str) -> str:
-    if not BUCKET_NAME.match(value) or ".." in value or re.match(r"^\d+\.\d+\.\d+\.\d+$", value):
+    if not BUCKET_NAME.fullmatch(value) or ".." in value or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", value):
         raise _problem(
             "bucket_name",
             "not a valid S3 bucket name; use 3-63 lowercase letters, digits, '.' and '-', "
@@ -119,13 +119,13 @@ def _bucket(value: str) -> str:
 
 
 def _aws_region(value: str) -> str:
-    if not AWS_REGION.match(value):
+    if not AWS_REGION.fullmatch(value):
         raise _problem("aws_region", "not an AWS region; write it like 'us-east-1'")
     return value
 
 
 def _kms_key_arn(value: str) -> str:
-    if not KMS_KEY_ARN.match(value):
+    if not KMS_KEY_ARN.fullmatch(value):
         raise _problem("kms_key_arn", "not a KMS key ARN; write the key's ARN like "
                        "'arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab' (IAM grants "
                        "name keys, not aliases)")
@@ -133,7 +133,7 @@ def _kms_key_arn(value: str) -> str:
 
 
 def _conn_id(value: str) -> str:
-    if not CONN_ID.match(value):
+    if not CONN_ID.fullmatch(value):
         raise _problem(
             "conn_id", "a connection id uses letters, digits, '_', '.' and '-' only; rename it, like 'aws_default'"
         )
@@ -204,7 +204,7 @@ class AstroSpec(SpecModel):
     def _https(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if not re.match(r"^https://[^/\s]+/\S+$", value):
+        if not re.fullmatch(r"https://[^/\s]+/\S+", value):
             raise _problem(
                 "https_url",
                 "use the https URL shown in the Deployment's Remote Agents tab (astroDeploymentAPIURL), "
@@ -226,7 +226,7 @@ class AstroSpec(SpecModel):
     @field_validator("agent_image")
     @classmethod
     def _pinned_image(cls, value: str) -> str:
-        if not IMAGE_WITH_TAG.match(value) or value.endswith(":latest"):
+        if not IMAGE_WITH_TAG.fullmatch(value) or value.endswith(":latest"):
             raise _problem(
                 "image",
                 "the agent image needs a registry path and a pinned tag (':latest' is not pinned); "
@@ -248,7 +248,7 @@ class ChartSpec(SpecModel):
     version: Annotated[str, Field(description="Pinned chart version; decides version-dependent values (openLineage >= 2.2, stateStoreBackend >= 2.3).")] = "2.3.3"
     path: Annotated[str | None, Field(description="A local chart directory (relative to the repository root) used instead of the repo")] = None
     open_lineage: Annotated[bool, Field(description="Send lineage to Astro (chart >= 2.2).")] = False
-    open_lineage_conn_id: Annotated[str, Field(description="Airflow Connection whose password is the Deployment API token lineage is sent with; the bootstrap copies it into the chart's API-key Secret.")] = "astro_openlineage"
+    open_lineage_conn_id: Annotated[ConnId, Field(description="Airflow Connection whose password is the Deployment API token lineage is sent with; the bootstrap copies it into the chart's API-key Secret.")] = "astro_openlineage"
     sentinel: Annotated[bool, Field(description="Run the Sentinel agent monitor (chart >= 1.2).")] = True
     rollout_timeout_seconds: Annotated[int, Field(description="How long an install or upgrade may take to become ready before it is rolled back.", ge=30)] = 600
 
@@ -260,7 +260,7 @@ class ChartSpec(SpecModel):
         except InvalidVersion:
             pass
         else:
-            if SEMVER.match(value):
+            if SEMVER.fullmatch(value):
                 return value
         raise _problem("chart_version", "not a pinned chart version; use a semantic version like '2.3.3'")
 
@@ -308,7 +308,7 @@ class EksClusterSpec(SpecModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$", value):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}", value):
             raise _problem(
                 "cluster_name", "an EKS cluster name uses letters, digits, '-' and '_'; rename it, at most 100 characters"
             )
@@ -318,8 +318,8 @@ class EksClusterSpec(SpecModel):
     @classmethod
     def _k8s_version(cls, value: Any) -> str:
         text = str(value)
-        match = re.match(r"^1\.(\d+)$", text)
-        if isinstance(value, float) and not re.match(r"^1\.\d\d$", text):
+        match = re.fullmatch(r"1\.(\d+)", text)
+        if isinstance(value, float) and not re.fullmatch(r"1\.\d\d", text):
             raise _problem("kubernetes_version", f"YAML read an unquoted number; quote the version, like '{value:.2f}'")
         if not match:
             raise _problem("kubernetes_version", "write the Kubernetes version as a quoted 'MAJOR.MINOR', like '1.33'")
@@ -359,7 +359,7 @@ class ResourcesSpec(SpecModel):
     @classmethod
     def _quantity(cls, value: Any) -> str:
         text = str(value)
-        if not re.match(r"^\d+(\.\d+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$", text):
+        if not re.fullmatch(r"\d+(\.\d+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?", text):
             raise _problem("quantity", "not a Kubernetes quantity; write it like '500m', '1' or '2Gi'")
         return text
 
@@ -399,7 +399,7 @@ class WorkerSpec(SpecModel):
                 "a worker consumes exactly one queue; add one worker entry per queue",
             )
         text = str(value)
-        if not re.match(r"^[A-Za-z0-9_.-]{1,200}$", text):
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,200}", text):
             raise _problem(
                 "queue",
                 "a queue name uses letters, digits, '_', '.' and '-'; for several queues add one worker entry per queue",
@@ -449,7 +449,7 @@ class DagBundleSpec(SpecModel):
                 f"got {redacted!r} (credentials hidden): credentials in the URL would leak; remove them and "
                 "keep them in the Connection named by git_conn_id",
             )])
-        if not re.match(r"^(https://|git@)\S+$", value):
+        if not re.fullmatch(r"(https://|git@)\S+", value):
             raise _problem("repo_url", "use the https (or git@) URL of the repository; credentials go in git_conn_id")
         return value
 
@@ -511,7 +511,7 @@ class IrsaIdentitySpec(SpecModel):
     @field_validator("role_name")
     @classmethod
     def _role_name(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[\w+=,.@-]{1,64}$", value):
+        if value is not None and not re.fullmatch(r"[\w+=,.@-]{1,64}", value):
             raise _problem(
                 "role_name", "an IAM role name uses letters, digits and '+=,.@_-'; rename it, at most 64 characters"
             )
@@ -609,14 +609,14 @@ class EnvironmentSpec(SpecModel):
             ("", f"key {key!r} is not a Kubernetes key; use letters, digits, '-', '_' and '.', optionally "
                  "after a DNS prefix and '/', like 'team' or 'acme.io/team'")
             for key in value
-            if not LABEL_KEY.match(key)
+            if not LABEL_KEY.fullmatch(key)
         ]
         if info.field_name == "labels":
             problems += [
                 (str(key), f"got {text!r}: a label value has at most 63 letters, digits, '-', '_' and '.', "
                            "starting and ending with a letter or digit; shorten it or move it to annotations")
                 for key, text in value.items()
-                if not LABEL_VALUE.match(text)
+                if not LABEL_VALUE.fullmatch(text)
             ]
         if problems:
             raise _problems(problems)
