@@ -8,8 +8,10 @@ Secrets are never part of a spec: it names Airflow Connections that hold them.
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,14 +34,16 @@ from remote_agents.errors import ConfigError
 
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-AWS_REGION = re.compile(r"[a-z]{2}(-gov)?-[a-z]+-\d")
 CONN_ID = re.compile(r"[A-Za-z0-9_.-]{1,250}")
 LABEL_KEY = re.compile(r"([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
-IMAGE_WITH_TAG = re.compile(r"[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)+(:[A-Za-z0-9._-]+|@sha256:[a-f0-9]{64})")
+IMAGE_WITH_TAG = re.compile(r"[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)+(:[A-Za-z0-9._-]+|@sha256:[a-f0-9]{64})")
 MIN_KUBERNETES = (1, 30)
-KMS_KEY_ARN = re.compile(r"arn:aws(-cn|-us-gov)?:kms:[a-z]{2}(-gov)?-[a-z]+-\d:\d{12}:key/([0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}|mrk-[0-9a-f]{32})")
-SEMVER = re.compile(r"\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")
+KMS_KEY_ARN = re.compile(r"arn:aws(-cn|-us-gov)?:kms:[a-z]{2}(-gov)?-[a-z]+-[0-9]:[0-9]{12}:key/([0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}|mrk-[0-9a-f]{32})")
+SEMVER = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")
 LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?")
+# The partitions whose ARNs the policies write (render/policies.aws_partition); other partitions'
+# regions would get 'aws' ARNs.
+AWS_PARTITIONS = ("aws", "aws-cn", "aws-us-gov")
 # Keys that would carry a secret value, and the field that names the Connection holding it instead.
 SECRET_KEYS = {
     "token": "astro.connection_id",
@@ -109,7 +113,7 @@ def _prefix(value: str) -> str:
 
 
 def _bucket(value: str) -> str:
-    if not BUCKET_NAME.fullmatch(value) or ".." in value or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", value):
+    if not BUCKET_NAME.fullmatch(value) or ".." in value or re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+", value):
         raise _problem(
             "bucket_name",
             "not a valid S3 bucket name; use 3-63 lowercase letters, digits, '.' and '-', "
@@ -118,10 +122,34 @@ def _bucket(value: str) -> str:
     return value
 
 
-def _aws_region(value: str) -> str:
-    if not AWS_REGION.fullmatch(value):
-        raise _problem("aws_region", "not an AWS region; write it like 'us-east-1'")
-    return value
+@functools.cache
+def _aws_regions(services: tuple[str, ...]) -> list[str]:
+    """The regions offering every one of ``services``, from the endpoint data botocore ships (no network)."""
+    # Imported here: only validating a region pays for loading botocore's endpoint data.
+    import botocore.session
+
+    session = botocore.session.get_session()
+    offered = [
+        {region for partition in AWS_PARTITIONS for region in session.get_available_regions(service, partition)}
+        for service in services
+    ]
+    return sorted(set.intersection(*offered))
+
+
+def _aws_region(*services: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        regions = _aws_regions(services)
+        if value not in regions:
+            # Sorted candidates and a stable sort: of equally close regions the first, like 'us-east-1'.
+            closest = sorted(regions, key=lambda r: -difflib.SequenceMatcher(None, value.lower(), r).ratio())[0]
+            raise _problem(
+                "aws_region",
+                f"not an AWS region with {' and '.join(services)} in botocore's endpoint data "
+                f"({', '.join(AWS_PARTITIONS)}); write it like {closest!r}, or upgrade botocore for a newer region",
+            )
+        return value
+
+    return check
 
 
 def _kms_key_arn(value: str) -> str:
@@ -143,7 +171,10 @@ def _conn_id(value: str) -> str:
 ConnId = Annotated[str, AfterValidator(_conn_id)]
 Prefix = Annotated[str, AfterValidator(_prefix)]
 BucketName = Annotated[str, Field(description="S3 bucket name"), AfterValidator(_bucket)]
-AwsRegion = Annotated[str, Field(description="AWS region, like 'us-east-1'"), AfterValidator(_aws_region)]
+EksRegion = Annotated[str, Field(description="AWS region, like 'us-east-1'"), AfterValidator(_aws_region("eks"))]
+BackendsRegion = Annotated[
+    str, Field(description="AWS region, like 'us-east-1'"), AfterValidator(_aws_region("s3", "secretsmanager"))
+]
 KmsKeyArn = Annotated[str, AfterValidator(_kms_key_arn)]
 
 
@@ -298,7 +329,7 @@ class EksClusterSpec(SpecModel):
 
     kind: Annotated[Literal["eks"], Field(description="`eks`: the bootstrap creates the cluster, or adopts a matching one.")]
     name: Annotated[str, Field(description="EKS cluster name")]
-    region: Annotated[AwsRegion, Field(description="AWS region of the cluster.")]
+    region: Annotated[EksRegion, Field(description="AWS region of the cluster.")]
     kubernetes_version: Annotated[str, Field(description="Kubernetes 'MAJOR.MINOR', at least 1.30; drift is reported, never applied.")] = "1.33"
     node_groups: Annotated[list[NodeGroupSpec], Field(description="Managed node groups.", min_length=1)] = [NodeGroupSpec()]
     subnet_ids: Annotated[list[str], Field(description="Existing subnets; empty = create a VPC with public and private subnets in two AZs")] = []
@@ -318,8 +349,8 @@ class EksClusterSpec(SpecModel):
     @classmethod
     def _k8s_version(cls, value: Any) -> str:
         text = str(value)
-        match = re.fullmatch(r"1\.(\d+)", text)
-        if isinstance(value, float) and not re.fullmatch(r"1\.\d\d", text):
+        match = re.fullmatch(r"1\.([0-9]+)", text)
+        if isinstance(value, float) and not re.fullmatch(r"1\.[0-9][0-9]", text):
             raise _problem("kubernetes_version", f"YAML read an unquoted number; quote the version, like '{value:.2f}'")
         if not match:
             raise _problem("kubernetes_version", "write the Kubernetes version as a quoted 'MAJOR.MINOR', like '1.33'")
@@ -359,7 +390,7 @@ class ResourcesSpec(SpecModel):
     @classmethod
     def _quantity(cls, value: Any) -> str:
         text = str(value)
-        if not re.fullmatch(r"\d+(\.\d+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?", text):
+        if not re.fullmatch(r"[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?", text):
             raise _problem("quantity", "not a Kubernetes quantity; write it like '500m', '1' or '2Gi'")
         return text
 
@@ -494,7 +525,7 @@ class StateStoreSpec(SpecModel):
 class BackendsSpec(SpecModel):
     """Where agents keep XCom, read secrets and ship task logs (all AWS here)."""
 
-    aws_region: Annotated[AwsRegion, Field(description="Region of the buckets and secrets.")]
+    aws_region: Annotated[BackendsRegion, Field(description="Region of the buckets and secrets.")]
     xcom: Annotated[XComBackendSpec, Field(description="XCom object storage: bucket, prefix, threshold")]
     secrets: Annotated[SecretsBackendSpec, Field(description="AWS Secrets Manager backend prefixes.")] = SecretsBackendSpec()
     logs: Annotated[LogsBackendSpec, Field(description="task log bucket and prefix")]
@@ -511,7 +542,7 @@ class IrsaIdentitySpec(SpecModel):
     @field_validator("role_name")
     @classmethod
     def _role_name(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[\w+=,.@-]{1,64}", value):
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_+=,.@-]{1,64}", value):
             raise _problem(
                 "role_name", "an IAM role name uses letters, digits and '+=,.@_-'; rename it, at most 64 characters"
             )

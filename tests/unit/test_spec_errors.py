@@ -236,6 +236,24 @@ CASES = [
          "labels.team", "'data\\n'", "move it to annotations"),
     case("git-url-ending-in-newline", TUTORIAL, put("dag_bundles[0].repo_url", "https://github.com/my-account/my-dags.git\n"),
          "dag_bundles[0].repo_url", "my-dags.git\\n'", "https (or git@) URL"),
+    # `\d` and `\w` match any Unicode digit or letter; "\u0663" is ARABIC-INDIC DIGIT THREE.
+    case("kubernetes-version-with-arabic-indic-digits", TUTORIAL, put("cluster.kubernetes_version", "1.\u0663\u0663"),
+         "cluster.kubernetes_version", "'1.\u0663\u0663'", "like '1.33'"),
+    case("region-with-arabic-indic-digit", TUTORIAL, put("cluster.region", "us-east-\u0661"),
+         "cluster.region", "'us-east-\u0661'", "like 'us-east-1'"),
+    case("cpu-with-arabic-indic-digit", TUTORIAL, put("workers[0].resources", {"cpu": "\u0661"}),
+         "workers[0].resources.cpu", "'\u0661'", "like '500m'"),
+    case("kms-key-arn-with-arabic-indic-digits", TUTORIAL,
+         put("backends.xcom.kms_key_arn", "arn:aws:kms:us-east-1:" + "\u0661" * 12 + ":key/" + "a" * 8 + "-aaaa" * 3 + "-" + "a" * 12),
+         "backends.xcom.kms_key_arn", "\u0661" * 12, "key's ARN"),
+    case("image-port-with-arabic-indic-digits", TUTORIAL, put("astro.agent_image", f"registry.example.com:\u0665\u0660/{IMAGE}:1"),
+         "astro.agent_image", "\u0665\u0660", "pinned tag"),
+    case("role-name-with-non-ascii-letter", TUTORIAL, put("identity.role_name", "R\u00f4leAgents"),
+         "identity.role_name", "'R\u00f4leAgents'", "rename it"),
+    case("unknown-cluster-region", TUTORIAL, put("cluster.region", "us-wset-2"),
+         "cluster.region", "'us-wset-2'", "like 'us-west-2'"),
+    case("unknown-backend-region", ONPREM, put("backends.aws_region", "eu-central-9"),
+         "backends.aws_region", "'eu-central-9'", "like 'eu-central-1'"),
 ]
 
 
