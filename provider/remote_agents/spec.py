@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from remote_agents import naming
 from remote_agents.errors import ConfigError
 
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -38,6 +39,7 @@ CONN_ID = re.compile(r"[A-Za-z0-9_.-]{1,250}")
 LABEL_KEY = re.compile(r"([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 IMAGE_WITH_TAG = re.compile(r"[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)+(:[A-Za-z0-9._-]+|@sha256:[a-f0-9]{64})")
 MIN_KUBERNETES = (1, 30)
+IAM_ROLE_NAME_MAX = 64
 KMS_KEY_ARN = re.compile(r"arn:aws(-cn|-us-gov)?:kms:[a-z]{2}(-gov)?-[a-z]+-[0-9]:[0-9]{12}:key/([0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}|mrk-[0-9a-f]{32})")
 SEMVER = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")
 LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?")
@@ -542,9 +544,10 @@ class IrsaIdentitySpec(SpecModel):
     @field_validator("role_name")
     @classmethod
     def _role_name(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[A-Za-z0-9_+=,.@-]{1,64}", value):
+        if value is not None and not re.fullmatch(rf"[A-Za-z0-9_+=,.@-]{{1,{IAM_ROLE_NAME_MAX}}}", value):
             raise _problem(
-                "role_name", "an IAM role name uses letters, digits and '+=,.@_-'; rename it, at most 64 characters"
+                "role_name",
+                f"an IAM role name uses letters, digits and '+=,.@_-'; rename it, at most {IAM_ROLE_NAME_MAX} characters",
             )
         return value
 
@@ -698,9 +701,38 @@ class EnvironmentSpec(SpecModel):
                 f"chart.version {self.chart.version!r} has no openLineage block (added in 2.2.0); "
                 "set chart.version to '2.3.3' or open_lineage: false",
             ))
+        problems += self._role_name_problems()
         if problems:
             raise _problems(problems)
         return self
+
+    def _role_name_problems(self) -> list[tuple[str, str]]:
+        """The IAM roles the bootstrap creates: names IAM accepts, and no role shared by two components."""
+        # (role name, the field it is made from, whose role it is, another way out)
+        roles: list[tuple[str, str, str, str]] = []
+        if eks := self.eks:
+            names = naming.eks_role_names(self)
+            if not eks.cluster_role_arn:
+                roles.append((names["cluster"], "name", "the EKS cluster role", " or set cluster.cluster_role_arn"))
+            if not eks.node_role_arn:
+                roles.append((names["node"], "name", "the EKS node role", " or set cluster.node_role_arn"))
+        if irsa := self.irsa:
+            source, way_out = ("identity.role_name", "") if irsa.role_name else ("name", " or set identity.role_name")
+            for component, name in naming.irsa_role_names(self).items():
+                roles.append((name, source, f"the IRSA role of the {component}" if component else "the IRSA role", way_out))
+        problems: list[tuple[str, str]] = []
+        # IAM role names are unique regardless of case.
+        owners: dict[str, str] = {}
+        for name, source, whose, way_out in roles:
+            if len(name) > IAM_ROLE_NAME_MAX:
+                problems.append((source, f"{whose} would be {name!r} ({len(name)} characters, IAM allows "
+                                         f"{IAM_ROLE_NAME_MAX}); shorten it by {len(name) - IAM_ROLE_NAME_MAX} "
+                                         f"characters{way_out}"))
+            owner = owners.setdefault(name.lower(), whose)
+            if owner != whose:
+                problems.append((source, f"{whose} would be {name!r}, the name of {owner} too (IAM ignores case "
+                                         f"in role names); give it another name{way_out}"))
+        return problems
 
     @property
     def state_store(self) -> StateStoreSpec | None:

@@ -254,6 +254,16 @@ CASES = [
          "cluster.region", "'us-wset-2'", "like 'us-west-2'"),
     case("unknown-backend-region", ONPREM, put("backends.aws_region", "eu-central-9"),
          "backends.aws_region", "'eu-central-9'", "like 'eu-central-1'"),
+    case("generated-eks-role-name-over-64", TUTORIAL, put("name", "a" * 60),
+         "name", f"'{'a' * 60}-eks-cluster' (72 characters", "shorten it by 8 characters"),
+    case("generated-irsa-role-name-over-64", TUTORIAL, both(put("name", "b" * 51), drop("identity.role_name")),
+         "name", f"'{'b' * 51}-remote-agents' (65 characters", "or set identity.role_name"),
+    case("per-component-role-name-over-64", TUTORIAL, put("identity", {"mode": "irsa", "role_name": "R" * 55, "per_component": True}),
+         "identity.role_name", f"'{'R' * 55}-dag-processor' (69 characters", "shorten it by 5 characters"),
+    case("irsa-role-is-the-eks-node-role", TUTORIAL, put("identity.role_name", "tutorial-eks-node"),
+         "identity.role_name", "'tutorial-eks-node'", "another name"),
+    case("irsa-role-is-the-eks-cluster-role-but-for-case", TUTORIAL, put("identity.role_name", "Tutorial-EKS-Cluster"),
+         "identity.role_name", "'Tutorial-EKS-Cluster'", "another name"),
 ]
 
 
