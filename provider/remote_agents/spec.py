@@ -42,6 +42,9 @@ MIN_KUBERNETES = (1, 30)
 IAM_ROLE_NAME_MAX = 64
 KMS_KEY_ARN = re.compile(r"arn:aws(-cn|-us-gov)?:kms:[a-z]{2}(-gov)?-[a-z]+-[0-9]:[0-9]{12}:key/([0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}|mrk-[0-9a-f]{32})")
 SEMVER = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")
+# Astro ids become segments of API paths, where '/', '?' or '..' would name another resource.
+ASTRO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+REGISTRY_HOST = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*(:[0-9]{1,5})?")
 LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?")
 # The partitions whose ARNs the policies write (render/policies.aws_partition); other partitions'
 # regions would get 'aws' ARNs.
@@ -244,6 +247,28 @@ class AstroSpec(SpecModel):
                 "like https://<clusterId>.external.astronomer.run/<deploymentShortId>",
             )
         return value.rstrip("/")
+
+    @field_validator("organization_id", "workspace_id", "deployment_id")
+    @classmethod
+    def _astro_id(cls, value: str | None) -> str | None:
+        if value is not None and not ASTRO_ID.fullmatch(value):
+            raise _problem(
+                "astro_id",
+                "an Astro id uses letters, digits, '-' and '_' only (it is part of API paths); "
+                "copy the id from the Astro UI, like 'clx1abc2def3ghi4'",
+            )
+        return value
+
+    @field_validator("registry")
+    @classmethod
+    def _registry(cls, value: str) -> str:
+        if not REGISTRY_HOST.fullmatch(value):
+            host = re.sub(r"^[A-Za-z]+://", "", value.strip()).split("/")[0].lower()
+            fix = f"write {host!r}" if REGISTRY_HOST.fullmatch(host) else "like 'images.astronomer.cloud'"
+            raise _problem(
+                "registry", f"the registry is a host name, optionally with ':port', without a scheme or path; {fix}"
+            )
+        return value
 
     @field_validator("allowed_ip_ranges")
     @classmethod

@@ -264,6 +264,16 @@ CASES = [
          "identity.role_name", "'tutorial-eks-node'", "another name"),
     case("irsa-role-is-the-eks-cluster-role-but-for-case", TUTORIAL, put("identity.role_name", "Tutorial-EKS-Cluster"),
          "identity.role_name", "'Tutorial-EKS-Cluster'", "another name"),
+    case("organization-id-with-slash", TUTORIAL, put("astro.organization_id", "clx1orgtutorial/../other"),
+         "astro.organization_id", "'clx1orgtutorial/../other'", "copy the id"),
+    case("deployment-id-with-query", TUTORIAL, put("astro.deployment_id", "clx1deptutorial?force=true"),
+         "astro.deployment_id", "'clx1deptutorial?force=true'", "copy the id"),
+    case("workspace-id-with-slash", TUTORIAL, put("astro.workspace_id", "clx1ws/1"),
+         "astro.workspace_id", "'clx1ws/1'", "copy the id"),
+    case("registry-with-scheme", TUTORIAL, put("astro.registry", "https://images.astronomer.cloud"),
+         "astro.registry", "'https://images.astronomer.cloud'", "write 'images.astronomer.cloud'"),
+    case("registry-with-path", TUTORIAL, put("astro.registry", "images.astronomer.cloud/baseimages"),
+         "astro.registry", "'images.astronomer.cloud/baseimages'", "write 'images.astronomer.cloud'"),
 ]
 
 
