@@ -456,13 +456,18 @@ class WorkerSpec(SpecModel):
                 "one_queue",
                 "a worker consumes exactly one queue; add one worker entry per queue",
             )
-        text = str(value)
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,200}", text):
+        if not isinstance(value, str):
+            read_as = "null (nothing after 'queue:')" if value is None else f"a {type(value).__name__}"
+            raise _problem(
+                "queue_type",
+                f"YAML read this as {read_as}, not a queue name; write the name quoted, like queue: 'default'",
+            )
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,200}", value):
             raise _problem(
                 "queue",
                 "a queue name uses letters, digits, '_', '.' and '-'; for several queues add one worker entry per queue",
             )
-        return text
+        return value
 
     @field_validator("pip_packages")
     @classmethod

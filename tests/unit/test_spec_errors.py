@@ -274,6 +274,13 @@ CASES = [
          "astro.registry", "'https://images.astronomer.cloud'", "write 'images.astronomer.cloud'"),
     case("registry-with-path", TUTORIAL, put("astro.registry", "images.astronomer.cloud/baseimages"),
          "astro.registry", "'images.astronomer.cloud/baseimages'", "write 'images.astronomer.cloud'"),
+    # YAML reads an empty 'queue:' as null, an unquoted 'on' or 'yes' as true, and '010' as the number 8.
+    case("queue-null", TUTORIAL, put("workers[0].queue", None),
+         "workers[0].queue", "got None", "queue: 'default'"),
+    case("queue-bool", TUTORIAL, put("workers[0].queue", True),
+         "workers[0].queue", "got True", "queue: 'default'"),
+    case("queue-number", TUTORIAL, put("workers[0].queue", 8),
+         "workers[0].queue", "got 8", "queue: 'default'"),
 ]
 
 
