@@ -64,6 +64,20 @@ SECRET_KEYS = {
     "access_key": "identity.aws_conn_id (mode: static-credentials)",
     "aws_secret_access_key": "identity.aws_conn_id (mode: static-credentials)",
 }
+# Shapes of credentials, found anywhere in a label or annotation value: whoever can read an object
+# reads its labels and annotations.
+SECRET_SHAPES = (
+    ("a private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
+    ("a JSON Web Token (like an Astro API token)", re.compile(r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.")),
+    ("an AWS access key id", re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")),
+    ("a GitHub token", re.compile(r"\b(gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{22,})")),
+    ("a Slack token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
+    ("a URL with credentials", re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]*@")),
+    ("a URL with a credential in its query",
+     re.compile(r"[?&][A-Za-z_-]*(token|key|secret|password|signature|sig|credential)[A-Za-z_-]*=", re.IGNORECASE)),
+    ("an Authorization header value", re.compile(r"(^|\s)(Bearer|Basic)\s+[A-Za-z0-9._~+/-]{16,}", re.IGNORECASE)),
+)
+DEFAULT_CHART_REPO_URL = "https://helm.astronomer.io"
 DEFAULT_AGENT_IMAGE = (
     "images.astronomer.cloud/baseimages/astro-remote-execution-agent:3.3-1-python-3.12-astro-agent-1.8.2"
 )
@@ -163,6 +177,19 @@ def _kms_key_arn(value: str) -> str:
                        "'arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab' (IAM grants "
                        "name keys, not aliases)")
     return value
+
+
+def _secret_reason(key: str, text: str) -> str | None:
+    """Why a label or annotation looks like it holds a secret, or None."""
+    if key.rsplit("/", 1)[-1].lower().replace("-", "_") in SECRET_KEYS:
+        return "the key names a secret"
+    return next((f"the value looks like {what}" for what, shape in SECRET_SHAPES if shape.search(text)), None)
+
+
+def _hide_credentials(url: str) -> str:
+    """``url`` with its user info and its query, either of which can carry credentials, shown as '***'."""
+    hidden = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@", r"\1***@", url)
+    return re.sub(r"\?.*", "?***", hidden, flags=re.DOTALL)
 
 
 def _conn_id(value: str) -> str:
@@ -301,7 +328,7 @@ class AstroSpec(SpecModel):
 class ChartSpec(SpecModel):
     """Which agent Helm chart to install."""
 
-    repo_url: Annotated[str, Field(description="Helm repository of the agent chart.")] = "https://helm.astronomer.io"
+    repo_url: Annotated[str, Field(description="Helm repository of the agent chart, without credentials.")] = DEFAULT_CHART_REPO_URL
     name: Annotated[str, Field(description="Chart name in that repository.")] = "astro-remote-execution-agent"
     version: Annotated[str, Field(description="Pinned chart version; decides version-dependent values (openLineage >= 2.2, stateStoreBackend >= 2.3).")] = "2.3.3"
     path: Annotated[str | None, Field(description="A local chart directory (relative to the repository root) used instead of the repo")] = None
@@ -309,6 +336,21 @@ class ChartSpec(SpecModel):
     open_lineage_conn_id: Annotated[ConnId, Field(description="Airflow Connection whose password is the Deployment API token lineage is sent with; the bootstrap copies it into the chart's API-key Secret.")] = "astro_openlineage"
     sentinel: Annotated[bool, Field(description="Run the Sentinel agent monitor (chart >= 1.2).")] = True
     rollout_timeout_seconds: Annotated[int, Field(description="How long an install or upgrade may take to become ready before it is rolled back.", ge=30)] = 600
+
+    @field_validator("repo_url")
+    @classmethod
+    def _repo(cls, value: str) -> str:
+        hidden = _hide_credentials(value)
+        if hidden != value:
+            raise _problems([(
+                "",
+                f"got {hidden!r} (credentials hidden): user info or a query in the URL can carry credentials, "
+                "which helm's output and the Airflow UI would show; remove it (the repository must be readable "
+                "without credentials, or use chart.path)",
+            )])
+        if not re.fullmatch(r"https?://[^/\s]+\S*", value):
+            raise _problem("chart_repo_url", f"use the http(s) URL of the Helm repository, like {DEFAULT_CHART_REPO_URL!r}")
+        return value
 
     @field_validator("version")
     @classmethod
@@ -505,12 +547,12 @@ class DagBundleSpec(SpecModel):
     @field_validator("repo_url")
     @classmethod
     def _repo(cls, value: str) -> str:
-        if re.match(r"^https://[^/]*@", value):
-            redacted = re.sub(r"^https://[^/]*@", "https://***@", value)
+        hidden = _hide_credentials(value)
+        if hidden != value:
             raise _problems([(
                 "",
-                f"got {redacted!r} (credentials hidden): credentials in the URL would leak; remove them and "
-                "keep them in the Connection named by git_conn_id",
+                f"got {hidden!r} (credentials hidden): user info or a query in the URL can carry credentials, "
+                "which would leak; remove it and keep the credentials in the Connection named by git_conn_id",
             )])
         if not re.fullmatch(r"(https://|git@)\S+", value):
             raise _problem("repo_url", "use the https (or git@) URL of the repository; credentials go in git_conn_id")
@@ -669,7 +711,13 @@ class EnvironmentSpec(SpecModel):
     @field_validator("labels", "annotations")
     @classmethod
     def _keys(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        secret = {key: reason for key, text in value.items() if (reason := _secret_reason(key, text))}
         problems = [
+            (str(key), f"{reason} (value not shown); labels and annotations are readable by anyone who can read "
+                       "the objects: keep the secret in an Airflow Connection and remove it here")
+            for key, reason in secret.items()
+        ]
+        problems += [
             ("", f"key {key!r} is not a Kubernetes key; use letters, digits, '-', '_' and '.', optionally "
                  "after a DNS prefix and '/', like 'team' or 'acme.io/team'")
             for key in value
@@ -680,7 +728,7 @@ class EnvironmentSpec(SpecModel):
                 (str(key), f"got {text!r}: a label value has at most 63 letters, digits, '-', '_' and '.', "
                            "starting and ending with a letter or digit; shorten it or move it to annotations")
                 for key, text in value.items()
-                if not LABEL_VALUE.fullmatch(text)
+                if key not in secret and not LABEL_VALUE.fullmatch(text)
             ]
         if problems:
             raise _problems(problems)

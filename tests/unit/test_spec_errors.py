@@ -281,6 +281,10 @@ CASES = [
          "workers[0].queue", "got True", "queue: 'default'"),
     case("queue-number", TUTORIAL, put("workers[0].queue", 8),
          "workers[0].queue", "got 8", "queue: 'default'"),
+    case("git-url-with-query", TUTORIAL, put("dag_bundles[0].repo_url", "https://github.com/my-account/my-dags.git?ref=x"),
+         "dag_bundles[0].repo_url", "'https://github.com/my-account/my-dags.git?***'", "git_conn_id"),
+    case("chart-url-not-a-url", TUTORIAL, put("chart", {"repo_url": "helm.astronomer.io"}),
+         "chart.repo_url", "'helm.astronomer.io'", "like 'https://helm.astronomer.io'"),
 ]
 
 
@@ -313,6 +317,26 @@ SECRET = "s3cr3t-value-do-not-print"
                      "identity.aws_conn_id", id="static-credentials-key"),
         pytest.param(TUTORIAL, put("dag_bundles[0].git_token", SECRET), "dag_bundles[0].git_token",
                      "git_conn_id", id="git-token"),
+        pytest.param(TUTORIAL, put("labels", {"password": SECRET}), "labels.password", "Airflow Connection",
+                     id="label-keyed-password"),
+        pytest.param(TUTORIAL, put("labels", {"bot": f"xoxb-{SECRET}"}), "labels.bot", "Airflow Connection",
+                     id="label-value-slack-token"),
+        pytest.param(TUTORIAL, put("annotations", {"ci.acme.io/auth": f"Bearer {SECRET}"}),
+                     "annotations.ci.acme.io/auth", "Airflow Connection", id="annotation-bearer-token"),
+        pytest.param(TUTORIAL, put("annotations", {"ci.acme.io/hook": f"https://ci:{SECRET}@ci.example.com/hook"}),
+                     "annotations.ci.acme.io/hook", "Airflow Connection", id="annotation-url-with-credentials"),
+        pytest.param(TUTORIAL, put("annotations", {"ci.acme.io/hook": f"https://ci.example.com/hook?token={SECRET}"}),
+                     "annotations.ci.acme.io/hook", "Airflow Connection", id="annotation-url-query-token"),
+        pytest.param(TUTORIAL, put("annotations", {"acme.io/id": f"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.{SECRET}"}),
+                     "annotations.acme.io/id", "Airflow Connection", id="annotation-jwt"),
+        pytest.param(TUTORIAL, put("dag_bundles[0].repo_url", f"https://github.com/my-account/my-dags.git?token={SECRET}"),
+                     "dag_bundles[0].repo_url", "git_conn_id", id="git-url-query-token"),
+        pytest.param(TUTORIAL, put("dag_bundles[0].repo_url", f"http://octocat:{SECRET}@github.com/my-account/my-dags.git"),
+                     "dag_bundles[0].repo_url", "git_conn_id", id="http-git-url-with-credentials"),
+        pytest.param(TUTORIAL, put("chart", {"repo_url": f"https://ci:{SECRET}@charts.example.com"}),
+                     "chart.repo_url", "chart.path", id="chart-url-with-credentials"),
+        pytest.param(TUTORIAL, put("chart", {"repo_url": f"https://charts.example.com/?token={SECRET}"}),
+                     "chart.repo_url", "chart.path", id="chart-url-query-token"),
     ],
 )
 def test_inline_secret_names_the_connection_and_hides_the_value(
