@@ -65,17 +65,18 @@ SECRET_KEYS = {
     "aws_secret_access_key": "identity.aws_conn_id (mode: static-credentials)",
 }
 # Shapes of credentials, found anywhere in a label or annotation value: whoever can read an object
-# reads its labels and annotations.
+# reads its labels and annotations. Repeats are bounded so that a 256 KiB value is searched in linear time.
 SECRET_SHAPES = (
-    ("a private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
-    ("a JSON Web Token (like an Astro API token)", re.compile(r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.")),
+    ("a private key", re.compile(r"-----BEGIN [A-Z ]{0,40}PRIVATE KEY-----")),
+    ("a JSON Web Token (like an Astro API token)", re.compile(r"eyJ[A-Za-z0-9_-]{2,200}\.eyJ")),
     ("an AWS access key id", re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")),
-    ("a GitHub token", re.compile(r"\b(gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{22,})")),
-    ("a Slack token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
-    ("a URL with credentials", re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]*@")),
-    ("a URL with a credential in its query",
-     re.compile(r"[?&][A-Za-z_-]*(token|key|secret|password|signature|sig|credential)[A-Za-z_-]*=", re.IGNORECASE)),
-    ("an Authorization header value", re.compile(r"(^|\s)(Bearer|Basic)\s+[A-Za-z0-9._~+/-]{16,}", re.IGNORECASE)),
+    ("a GitHub token", re.compile(r"\b(gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{22})")),
+    ("a Slack token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10}")),
+    ("a URL with credentials", re.compile(r"://[^/?#\s@]{1,256}@")),
+    ("a URL with a credential in its query", re.compile(
+        r"[?&][A-Za-z_-]{0,32}?(token|key|secret|password|signature|sig|credential)[A-Za-z_-]{0,32}=", re.IGNORECASE,
+    )),
+    ("an Authorization header value", re.compile(r"(^|\s)(Bearer|Basic) {1,8}[A-Za-z0-9._~+/-]{16}", re.IGNORECASE)),
 )
 DEFAULT_CHART_REPO_URL = "https://helm.astronomer.io"
 DEFAULT_AGENT_IMAGE = (
