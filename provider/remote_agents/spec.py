@@ -78,6 +78,14 @@ SECRET_SHAPES = (
     )),
     ("an Authorization header value", re.compile(r"(^|\s)(Bearer|Basic) {1,8}[A-Za-z0-9._~+/-]{16}", re.IGNORECASE)),
 )
+# The agent chart selects each component's Pods by these labels and sets them itself
+# (sandbox/chart/README.md); the same key in `labels` would override a selector.
+CHART_SELECTOR_LABELS = ("app", "component", "release", "queue")
+OWN_LABELS = (naming.OWNER_LABEL, naming.ENVIRONMENT_LABEL)
+# Kubernetes refuses an object whose annotations' keys and values total more than 256 KiB
+# (apimachinery's TotalAnnotationSizeLimitB); 1 KiB is left for those Helm, the IRSA role ARN and
+# rollouts add.
+ANNOTATIONS_MAX_BYTES = 256 * 1024 - 1024
 DEFAULT_CHART_REPO_URL = "https://helm.astronomer.io"
 DEFAULT_AGENT_IMAGE = (
     "images.astronomer.cloud/baseimages/astro-remote-execution-agent:3.3-1-python-3.12-astro-agent-1.8.2"
@@ -725,12 +733,25 @@ class EnvironmentSpec(SpecModel):
             if not LABEL_KEY.fullmatch(key)
         ]
         if info.field_name == "labels":
-            problems += [
-                (str(key), f"got {text!r}: a label value has at most 63 letters, digits, '-', '_' and '.', "
-                           "starting and ending with a letter or digit; shorten it or move it to annotations")
-                for key, text in value.items()
-                if key not in secret and not LABEL_VALUE.fullmatch(text)
-            ]
+            for key, text in value.items():
+                if key in secret:
+                    continue
+                if key in CHART_SELECTOR_LABELS:
+                    problems.append((key, f"got {text!r}: the chart selects its Pods by this label and sets it "
+                                          f"itself; rename the key, like 'acme.io/{key}'"))
+                elif key in OWN_LABELS:
+                    problems.append((key, f"got {text!r}: remote-agents sets this label to find the objects it "
+                                          "owns; remove it"))
+                elif not LABEL_VALUE.fullmatch(text):
+                    problems.append((key, f"got {text!r}: a label value has at most 63 letters, digits, '-', '_' "
+                                          "and '.', starting and ending with a letter or digit; shorten it or move "
+                                          "it to annotations"))
+        else:
+            size = sum(len(key.encode()) + len(text.encode()) for key, text in value.items())
+            if size > ANNOTATIONS_MAX_BYTES:
+                problems.append(("", f"got {size} bytes of keys and values; Kubernetes allows 256 KiB in all and "
+                                     f"the chart, Helm and IRSA add some, so keep them to {ANNOTATIONS_MAX_BYTES} "
+                                     "bytes: move large values into a ConfigMap"))
         if problems:
             raise _problems(problems)
         return value

@@ -285,6 +285,18 @@ CASES = [
          "dag_bundles[0].repo_url", "'https://github.com/my-account/my-dags.git?***'", "git_conn_id"),
     case("chart-url-not-a-url", TUTORIAL, put("chart", {"repo_url": "helm.astronomer.io"}),
          "chart.repo_url", "'helm.astronomer.io'", "like 'https://helm.astronomer.io'"),
+    case("label-is-a-chart-selector", TUTORIAL, put("labels", {"app": "billing"}),
+         "labels.app", "'billing'", "like 'acme.io/app'"),
+    case("label-is-the-release-selector", TUTORIAL, put("labels", {"release": "v2"}),
+         "labels.release", "'v2'", "like 'acme.io/release'"),
+    case("label-is-our-environment-label", TUTORIAL, put("labels", {"remote-agents.astronomer.io/environment": "prod"}),
+         "labels.remote-agents.astronomer.io/environment", "'prod'", "remove it"),
+    case("label-is-our-owner-label", TUTORIAL, put("labels", {"app.kubernetes.io/managed-by": "argocd"}),
+         "labels.app.kubernetes.io/managed-by", "'argocd'", "remove it"),
+    case("annotations-over-256-kib", TUTORIAL, put("annotations", {"acme.io/notes": "x" * 256 * 1024}),
+         "annotations", "262157 bytes", "ConfigMap"),
+    case("annotations-leave-no-room-for-the-role-arn", TUTORIAL, put("annotations", {"acme.io/notes": "x" * (255 * 1024)}),
+         "annotations", "261133 bytes", "ConfigMap"),
 ]
 
 
