@@ -201,6 +201,28 @@ def _hide_credentials(url: str) -> str:
     return re.sub(r"\?.*", "?***", hidden, flags=re.DOTALL)
 
 
+def _branch_problem(ref: str) -> str | None:
+    """What ``git check-ref-format --branch`` refuses in ``ref``, or None."""
+    refused = sorted({char for char in ref if ord(char) < 0x20 or ord(char) == 0x7F or char in " ~^:?*[\\"})
+    if refused:
+        return f"it contains {', '.join(map(repr, refused))}"
+    for part, why in (("..", "'..'"), ("@{", "'@{'"), ("//", "'//'")):
+        if part in ref:
+            return f"it contains {why}"
+    if any(component.startswith(".") or component.endswith(".lock") for component in ref.split("/")):
+        return "a part of it starts with '.' or ends with '.lock'"
+    for refused_when, why in (
+        (ref == "", "it is empty"),
+        (ref == "@", "it is '@'"),
+        (ref.startswith("-"), "it starts with '-'"),
+        (ref.startswith("/") or ref.endswith("/"), "it starts or ends with '/'"),
+        (ref.endswith("."), "it ends with '.'"),
+    ):
+        if refused_when:
+            return why
+    return None
+
+
 def _conn_id(value: str) -> str:
     if not CONN_ID.fullmatch(value):
         raise _problem(
@@ -550,7 +572,7 @@ class DagBundleSpec(SpecModel):
     repo_url: Annotated[str, Field(description="https (or git@) URL of the Dag repository, without credentials")]
     branch: Annotated[str, Field(description="Branch (tracking ref) to follow.")] = "main"
     git_conn_id: Annotated[ConnId, Field(description="Airflow git Connection holding the credentials, read by the agents from the secrets backend.")] = "git_default"
-    subdir: Annotated[str, Field(description="Folder of the repository holding the Dags.")] = "dags"
+    subdir: Annotated[str, Field(description="Folder of the repository holding the Dags, relative to its root.")] = "dags"
     refresh_interval: Annotated[int, Field(description="Seconds between fetches.", ge=1)] = 60
 
     @field_validator("repo_url")
@@ -565,6 +587,24 @@ class DagBundleSpec(SpecModel):
             )])
         if not re.fullmatch(r"(https://|git@)\S+", value):
             raise _problem("repo_url", "use the https (or git@) URL of the repository; credentials go in git_conn_id")
+        return value
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, value: str) -> str:
+        if problem := _branch_problem(value):
+            raise _problem("git_branch", f"not a git branch name: {problem} (git check-ref-format); write one like 'main'")
+        return value
+
+    @field_validator("subdir")
+    @classmethod
+    def _subdir(cls, value: str) -> str:
+        parts = value.split("/")
+        if value.startswith("/") or ".." in parts or any(ord(char) < 0x20 for char in value):
+            inside = "/".join(part for part in parts if part not in ("", "..") and part.isprintable()) or "dags"
+            raise _problem(
+                "subdir", f"the Dag folder is a path inside the repository, relative and without '..'; write {inside!r}"
+            )
         return value
 
 

@@ -297,6 +297,22 @@ CASES = [
          "annotations", "262157 bytes", "ConfigMap"),
     case("annotations-leave-no-room-for-the-role-arn", TUTORIAL, put("annotations", {"acme.io/notes": "x" * (255 * 1024)}),
          "annotations", "261133 bytes", "ConfigMap"),
+    case("empty-branch", TUTORIAL, put("dag_bundles[0].branch", ""),
+         "dag_bundles[0].branch", "got ''", "like 'main'"),
+    case("branch-with-double-dot", TUTORIAL, put("dag_bundles[0].branch", "feature..x"),
+         "dag_bundles[0].branch", "'feature..x'", "like 'main'"),
+    case("branch-ending-in-lock", TUTORIAL, put("dag_bundles[0].branch", "release.lock"),
+         "dag_bundles[0].branch", "'release.lock'", "like 'main'"),
+    case("branch-with-space", TUTORIAL, put("dag_bundles[0].branch", "my branch"),
+         "dag_bundles[0].branch", "'my branch'", "like 'main'"),
+    case("branch-starting-with-dash", TUTORIAL, put("dag_bundles[0].branch", "-main"),
+         "dag_bundles[0].branch", "'-main'", "like 'main'"),
+    case("branch-ending-in-slash", TUTORIAL, put("dag_bundles[0].branch", "release/"),
+         "dag_bundles[0].branch", "'release/'", "like 'main'"),
+    case("subdir-leaving-the-repository", TUTORIAL, put("dag_bundles[0].subdir", "../other-repo/dags"),
+         "dag_bundles[0].subdir", "'../other-repo/dags'", "write 'other-repo/dags'"),
+    case("subdir-absolute", TUTORIAL, put("dag_bundles[0].subdir", "/etc"),
+         "dag_bundles[0].subdir", "'/etc'", "write 'etc'"),
 ]
 
 
