@@ -40,6 +40,11 @@ LABEL_KEY = re.compile(r"([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A
 IMAGE_WITH_TAG = re.compile(r"[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)+(:[A-Za-z0-9._-]+|@sha256:[a-f0-9]{64})")
 MIN_KUBERNETES = (1, 30)
 IAM_ROLE_NAME_MAX = 64
+SUBNET_ID = re.compile(r"subnet-[0-9a-f]{8}([0-9a-f]{9})?")
+# Path components and the name take role-name characters, so no wildcard or policy variable gets in.
+IAM_ROLE_ARN = re.compile(
+    rf"arn:aws(-cn|-us-gov)?:iam::[0-9]{{12}}:role/([A-Za-z0-9_+=,.@-]+/)*[A-Za-z0-9_+=,.@-]{{1,{IAM_ROLE_NAME_MAX}}}"
+)
 KMS_KEY_ARN = re.compile(r"arn:aws(-cn|-us-gov)?:kms:[a-z]{2}(-gov)?-[a-z]+-[0-9]:[0-9]{12}:key/([0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}|mrk-[0-9a-f]{32})")
 SEMVER = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")
 # Astro ids become segments of API paths, where '/', '?' or '..' would name another resource.
@@ -442,6 +447,32 @@ class EksClusterSpec(SpecModel):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}", value):
             raise _problem(
                 "cluster_name", "an EKS cluster name uses letters, digits, '-' and '_'; rename it, at most 100 characters"
+            )
+        return value
+
+    @field_validator("subnet_ids")
+    @classmethod
+    def _subnets(cls, value: list[str]) -> list[str]:
+        problems = [
+            (f"[{index}]", f"got {subnet!r}: not a subnet id; write it like 'subnet-0123456789abcdef0'")
+            for index, subnet in enumerate(value)
+            if not SUBNET_ID.fullmatch(subnet)
+        ]
+        if not problems and len(set(value)) == 1:
+            problems.append(("", f"got {value!r}: EKS needs subnets in at least two Availability Zones; give at least "
+                                 "two subnet ids, or none to have the bootstrap create a VPC"))
+        if problems:
+            raise _problems(problems)
+        return value
+
+    @field_validator("cluster_role_arn", "node_role_arn")
+    @classmethod
+    def _role_arn(cls, value: str | None) -> str | None:
+        if value is not None and not IAM_ROLE_ARN.fullmatch(value):
+            raise _problem(
+                "role_arn",
+                "not an IAM role ARN; write it like 'arn:aws:iam::123456789012:role/eks-cluster-role', "
+                "or leave it out to have the bootstrap create the role",
             )
         return value
 

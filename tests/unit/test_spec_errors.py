@@ -313,6 +313,20 @@ CASES = [
          "dag_bundles[0].subdir", "'../other-repo/dags'", "write 'other-repo/dags'"),
     case("subdir-absolute", TUTORIAL, put("dag_bundles[0].subdir", "/etc"),
          "dag_bundles[0].subdir", "'/etc'", "write 'etc'"),
+    case("subnet-id-too-short", TUTORIAL, put("cluster.subnet_ids", ["subnet-123", "subnet-0123456789abcdef0"]),
+         "cluster.subnet_ids[0]", "'subnet-123'", "like 'subnet-0123456789abcdef0'"),
+    case("subnet-id-upper-case", TUTORIAL, put("cluster.subnet_ids", ["subnet-0123456789ABCDEF0", "subnet-0123456789abcdef1"]),
+         "cluster.subnet_ids[0]", "'subnet-0123456789ABCDEF0'", "like 'subnet-0123456789abcdef0'"),
+    case("one-subnet", TUTORIAL, put("cluster.subnet_ids", ["subnet-0123456789abcdef0"]),
+         "cluster.subnet_ids", "['subnet-0123456789abcdef0']", "at least two"),
+    case("one-subnet-twice", TUTORIAL, put("cluster.subnet_ids", ["subnet-0123456789abcdef0"] * 2),
+         "cluster.subnet_ids", "subnet-0123456789abcdef0", "at least two"),
+    case("cluster-role-arn-short-account", TUTORIAL, put("cluster.cluster_role_arn", "arn:aws:iam::123:role/eks"),
+         "cluster.cluster_role_arn", "'arn:aws:iam::123:role/eks'", "like 'arn:aws:iam::123456789012:role/"),
+    case("node-role-arn-is-a-name", TUTORIAL, put("cluster.node_role_arn", "my-node-role"),
+         "cluster.node_role_arn", "'my-node-role'", "like 'arn:aws:iam::123456789012:role/"),
+    case("cluster-role-arn-wildcard", TUTORIAL, put("cluster.cluster_role_arn", "arn:aws:iam::123456789012:role/*"),
+         "cluster.cluster_role_arn", "'arn:aws:iam::123456789012:role/*'", "like 'arn:aws:iam::123456789012:role/"),
 ]
 
 
