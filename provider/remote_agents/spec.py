@@ -142,6 +142,14 @@ def _prefix(value: str) -> str:
         raise _problem("prefix", f"a prefix has no leading or trailing '/'; write '{value.strip('/')}'")
     if not value.strip("/") or "//" in value or "*" in value:
         raise _problem("prefix", "a prefix is a non-empty path like 'xcom' or 'env/xcom', with no '//' or '*'")
+    # The characters Secrets Manager allows in names; the IAM policies put prefixes into ARNs, where
+    # '*' and '?' are wildcards and '${...}' is a policy variable.
+    if not re.fullmatch(r"[A-Za-z0-9_.=+@/-]+", value):
+        raise _problem(
+            "prefix",
+            "a prefix uses letters, digits and '/_.=+@-' only: the IAM policies' ARNs would read '*' and '?' "
+            "as wildcards and '${...}' as policy variables; rename it, like 'env/xcom'",
+        )
     return value
 
 

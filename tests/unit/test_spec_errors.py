@@ -327,6 +327,13 @@ CASES = [
          "cluster.node_role_arn", "'my-node-role'", "like 'arn:aws:iam::123456789012:role/"),
     case("cluster-role-arn-wildcard", TUTORIAL, put("cluster.cluster_role_arn", "arn:aws:iam::123456789012:role/*"),
          "cluster.cluster_role_arn", "'arn:aws:iam::123456789012:role/*'", "like 'arn:aws:iam::123456789012:role/"),
+    # Prefixes end up in the ARNs of IAM policies, where '?' is a wildcard and '${...}' a policy variable.
+    case("xcom-prefix-with-policy-variable", TUTORIAL, put("backends.xcom.prefix", "xcom/${aws:username}"),
+         "backends.xcom.prefix", "'xcom/${aws:username}'", "policy variables"),
+    case("connections-prefix-with-question-mark", TUTORIAL, put("backends.secrets.connections_prefix", "airflow/conn?ctions"),
+         "backends.secrets.connections_prefix", "'airflow/conn?ctions'", "wildcards"),
+    case("state-store-prefix-with-space", TUTORIAL, put("backends.state_store", {"prefix": "task state"}),
+         "backends.state_store.prefix", "'task state'", "letters, digits"),
 ]
 
 
