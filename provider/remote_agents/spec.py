@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from packaging.version import InvalidVersion, Version
 from pydantic import (
     AfterValidator,
@@ -40,6 +40,22 @@ LABEL_KEY = re.compile(r"([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A
 IMAGE_WITH_TAG = re.compile(r"[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)+(:[A-Za-z0-9._-]+|@sha256:[a-f0-9]{64})")
 MIN_KUBERNETES = (1, 30)
 IAM_ROLE_NAME_MAX = 64
+INT32_MAX = 2**31 - 1
+# helm's --timeout is a Go time.Duration: int64 nanoseconds.
+HELM_TIMEOUT_MAX_SECONDS = (2**63 - 1) // 10**9
+# The largest gp2/gp3 EBS volume a node group's root disk can be.
+EBS_VOLUME_MAX_GIB = 16384
+# Airflow's cron presets (airflow.utils.dates.cron_presets), which Airflow expands before croniter
+# reads them. '@once' and '@continuous' are not cron: the health and drift Dags run on a
+# CronTriggerTimetable, which refuses them.
+CRON_PRESETS = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@quarterly": "0 0 1 */3 *",
+    "@yearly": "0 0 1 1 *",
+}
 SUBNET_ID = re.compile(r"subnet-[0-9a-f]{8}([0-9a-f]{9})?")
 # Path components and the name take role-name characters, so no wildcard or policy variable gets in.
 IAM_ROLE_ARN = re.compile(
@@ -379,7 +395,7 @@ class ChartSpec(SpecModel):
     open_lineage: Annotated[bool, Field(description="Send lineage to Astro (chart >= 2.2).")] = False
     open_lineage_conn_id: Annotated[ConnId, Field(description="Airflow Connection whose password is the Deployment API token lineage is sent with; the bootstrap copies it into the chart's API-key Secret.")] = "astro_openlineage"
     sentinel: Annotated[bool, Field(description="Run the Sentinel agent monitor (chart >= 1.2).")] = True
-    rollout_timeout_seconds: Annotated[int, Field(description="How long an install or upgrade may take to become ready before it is rolled back.", ge=30)] = 600
+    rollout_timeout_seconds: Annotated[int, Field(description="How long an install or upgrade may take to become ready before it is rolled back.", ge=30, le=HELM_TIMEOUT_MAX_SECONDS)] = 600
 
     @field_validator("repo_url")
     @classmethod
@@ -419,7 +435,7 @@ class NodeGroupSpec(SpecModel):
     min_size: Annotated[int, Field(description="Smallest number of nodes.", ge=0)] = 0
     max_size: Annotated[int, Field(description="Largest number of nodes.", ge=1)] = 4
     desired_size: Annotated[int, Field(description="Nodes to start with.", ge=0)] = 2
-    disk_size_gib: Annotated[int, Field(description="Root volume size per node.", ge=20)] = 50
+    disk_size_gib: Annotated[int, Field(description="Root volume size per node.", ge=20, le=EBS_VOLUME_MAX_GIB)] = 50
 
     @field_validator("name")
     @classmethod
@@ -539,7 +555,7 @@ class WorkerSpec(SpecModel):
 
     name: Annotated[str, Field(description="Worker name; its Deployment and ServiceAccount are `<prefix>-worker-<name>`.")] = "default-worker"
     queue: Annotated[str, Field(description="The one queue this worker consumes; route tasks with `queue=`.")] = "default"
-    replicas: Annotated[int, Field(description="Worker Pods.", ge=1)] = 1
+    replicas: Annotated[int, Field(description="Worker Pods (a Kubernetes int32).", ge=1, le=INT32_MAX)] = 1
     sync_slots: Annotated[int, Field(description="Concurrent tasks per Pod.", ge=1)] = 20
     resources: Annotated[ResourcesSpec, Field(description="Requests = limits per worker container.")] = ResourcesSpec()
     pip_packages: Annotated[list[str], Field(description="Extra packages pip-installed at Pod start into a shared volume, pinned with '=='")] = []
@@ -752,8 +768,18 @@ class HealthSpec(SpecModel):
     @field_validator("schedule", "drift_schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
-        if not value.startswith("@") and not croniter.is_valid(value):
+        if value.startswith("@") and value not in CRON_PRESETS:
+            presets = ", ".join(repr(preset) for preset in CRON_PRESETS)
+            raise _problem("cron", f"not a preset these Dags can run on (they run on a cron timetable); use a cron "
+                                   f"expression like '*/30 * * * *' or one of {presets}")
+        expression = CRON_PRESETS.get(value, value)
+        if not croniter.is_valid(expression):
             raise _problem("cron", "not a schedule; use a cron expression like '*/30 * * * *' or a preset like '@daily'")
+        try:
+            croniter(expression).get_next()
+        except CroniterBadDateError:
+            raise _problem("cron", "its next time never comes (a day the month does not have?); use a cron "
+                                   "expression that fires, like '*/30 * * * *'") from None
         return value
 
 

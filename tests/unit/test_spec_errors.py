@@ -334,6 +334,20 @@ CASES = [
          "backends.secrets.connections_prefix", "'airflow/conn?ctions'", "wildcards"),
     case("state-store-prefix-with-space", TUTORIAL, put("backends.state_store", {"prefix": "task state"}),
          "backends.state_store.prefix", "'task state'", "letters, digits"),
+    case("replicas-over-int32", TUTORIAL, put("workers[0].replicas", 2**31),
+         "workers[0].replicas", "got 2147483648", "use a value <= 2147483647"),
+    case("rollout-timeout-over-helm-duration", TUTORIAL, put("chart", {"rollout_timeout_seconds": 10**10}),
+         "chart.rollout_timeout_seconds", "got 10000000000", "use a value <= 9223372036"),
+    case("disk-size-over-ebs-maximum", TUTORIAL, put("cluster.node_groups[0].disk_size_gib", 20000),
+         "cluster.node_groups[0].disk_size_gib", "got 20000", "use a value <= 16384"),
+    case("health-schedule-once", TUTORIAL, put("health", {"schedule": "@once"}),
+         "health.schedule", "'@once'", "'@hourly'"),
+    case("drift-schedule-continuous", TUTORIAL, put("health", {"drift_schedule": "@continuous"}),
+         "health.drift_schedule", "'@continuous'", "'@daily'"),
+    case("health-schedule-unknown-preset", TUTORIAL, put("health", {"schedule": "@every 5m"}),
+         "health.schedule", "'@every 5m'", "cron expression"),
+    case("health-schedule-never-fires", TUTORIAL, put("health", {"schedule": "0 0 31 2 *"}),
+         "health.schedule", "'0 0 31 2 *'", "never comes"),
 ]
 
 
