@@ -11,8 +11,11 @@ comments of the chart 2.x values.yaml) are ambiguous, so the values set every co
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from remote_agents.spec import EnvironmentSpec
+if TYPE_CHECKING:
+    # The spec checks the names made here (IAM role names), so it imports this module.
+    from remote_agents.spec import EnvironmentSpec
 
 DAG_PROCESSOR = "dag-processor"
 TRIGGERER = "triggerer"
@@ -76,11 +79,11 @@ def service_account_subject(spec: EnvironmentSpec, workload: AgentWorkload) -> s
 
 
 def irsa_role_names(spec: EnvironmentSpec) -> dict[str | None, str]:
-    """IAM role name per component (key None = one role for all components)."""
+    """IAM role name per component (key None = one role for all components); the spec keeps them valid."""
     irsa = spec.irsa
     base = (irsa.role_name if irsa and irsa.role_name else f"{spec.name}-remote-agents")
     if irsa and irsa.per_component:
-        return {component: f"{base}-{component}"[:64] for component in AIRFLOW_COMPONENTS}
+        return {component: f"{base}-{component}" for component in AIRFLOW_COMPONENTS}
     return {None: base}
 
 
@@ -149,4 +152,4 @@ def openlineage_secret_name(spec: EnvironmentSpec) -> str:
 
 def eks_role_names(spec: EnvironmentSpec) -> dict[str, str]:
     """IAM role names for the EKS control plane and node groups, used when the spec gives no ARNs."""
-    return {"cluster": f"{spec.name}-eks-cluster"[:64], "node": f"{spec.name}-eks-node"[:64]}
+    return {"cluster": f"{spec.name}-eks-cluster", "node": f"{spec.name}-eks-node"}

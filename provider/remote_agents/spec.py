@@ -8,13 +8,15 @@ Secrets are never part of a spec: it names Airflow Connections that hold them.
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from packaging.version import InvalidVersion, Version
 from pydantic import (
     AfterValidator,
@@ -28,18 +30,46 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from remote_agents import naming
 from remote_agents.errors import ConfigError
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-AWS_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
-CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
-LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-IMAGE_WITH_TAG = re.compile(r"^[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)+(:[A-Za-z0-9._-]+|@sha256:[a-f0-9]{64})$")
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+CONN_ID = re.compile(r"[A-Za-z0-9_.-]{1,250}")
+LABEL_KEY = re.compile(r"([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+IMAGE_WITH_TAG = re.compile(r"[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)+(:[A-Za-z0-9._-]+|@sha256:[a-f0-9]{64})")
 MIN_KUBERNETES = (1, 30)
-KMS_KEY_ARN = re.compile(r"^arn:aws(-cn|-us-gov)?:kms:[a-z]{2}(-gov)?-[a-z]+-\d:\d{12}:key/([0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}|mrk-[0-9a-f]{32})$")
-SEMVER = re.compile(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
-LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
+IAM_ROLE_NAME_MAX = 64
+INT32_MAX = 2**31 - 1
+# helm's --timeout is a Go time.Duration: int64 nanoseconds.
+HELM_TIMEOUT_MAX_SECONDS = (2**63 - 1) // 10**9
+# The largest gp2/gp3 EBS volume a node group's root disk can be.
+EBS_VOLUME_MAX_GIB = 16384
+# Airflow's cron presets (airflow.utils.dates.cron_presets), which Airflow expands before croniter
+# reads them. '@once' and '@continuous' are not cron: the health and drift Dags run on a
+# CronTriggerTimetable, which refuses them.
+CRON_PRESETS = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@quarterly": "0 0 1 */3 *",
+    "@yearly": "0 0 1 1 *",
+}
+SUBNET_ID = re.compile(r"subnet-[0-9a-f]{8}([0-9a-f]{9})?")
+# Path components and the name take role-name characters, so no wildcard or policy variable gets in.
+IAM_ROLE_ARN = re.compile(
+    rf"arn:aws(-cn|-us-gov)?:iam::[0-9]{{12}}:role/([A-Za-z0-9_+=,.@-]+/)*[A-Za-z0-9_+=,.@-]{{1,{IAM_ROLE_NAME_MAX}}}"
+)
+KMS_KEY_ARN = re.compile(r"arn:aws(-cn|-us-gov)?:kms:[a-z]{2}(-gov)?-[a-z]+-[0-9]:[0-9]{12}:key/([0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}|mrk-[0-9a-f]{32})")
+SEMVER = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")
+# Astro ids become segments of API paths, where '/', '?' or '..' would name another resource.
+ASTRO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+REGISTRY_HOST = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*(:[0-9]{1,5})?")
+LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?")
+# The partitions whose ARNs the policies write (render/policies.aws_partition); other partitions'
+# regions would get 'aws' ARNs.
+AWS_PARTITIONS = ("aws", "aws-cn", "aws-us-gov")
 # Keys that would carry a secret value, and the field that names the Connection holding it instead.
 SECRET_KEYS = {
     "token": "astro.connection_id",
@@ -55,6 +85,29 @@ SECRET_KEYS = {
     "access_key": "identity.aws_conn_id (mode: static-credentials)",
     "aws_secret_access_key": "identity.aws_conn_id (mode: static-credentials)",
 }
+# Shapes of credentials, found anywhere in a label or annotation value: whoever can read an object
+# reads its labels and annotations. Repeats are bounded so that a 256 KiB value is searched in linear time.
+SECRET_SHAPES = (
+    ("a private key", re.compile(r"-----BEGIN [A-Z ]{0,40}PRIVATE KEY-----")),
+    ("a JSON Web Token (like an Astro API token)", re.compile(r"eyJ[A-Za-z0-9_-]{2,200}\.eyJ")),
+    ("an AWS access key id", re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")),
+    ("a GitHub token", re.compile(r"\b(gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{22})")),
+    ("a Slack token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10}")),
+    ("a URL with credentials", re.compile(r"://[^/?#\s@]{1,256}@")),
+    ("a URL with a credential in its query", re.compile(
+        r"[?&][A-Za-z_-]{0,32}?(token|key|secret|password|signature|sig|credential)[A-Za-z_-]{0,32}=", re.IGNORECASE,
+    )),
+    ("an Authorization header value", re.compile(r"(^|\s)(Bearer|Basic) {1,8}[A-Za-z0-9._~+/-]{16}", re.IGNORECASE)),
+)
+# The agent chart selects each component's Pods by these labels and sets them itself
+# (sandbox/chart/README.md); the same key in `labels` would override a selector.
+CHART_SELECTOR_LABELS = ("app", "component", "release", "queue")
+OWN_LABELS = (naming.OWNER_LABEL, naming.ENVIRONMENT_LABEL)
+# Kubernetes refuses an object whose annotations' keys and values total more than 256 KiB
+# (apimachinery's TotalAnnotationSizeLimitB); 1 KiB is left for those Helm, the IRSA role ARN and
+# rollouts add.
+ANNOTATIONS_MAX_BYTES = 256 * 1024 - 1024
+DEFAULT_CHART_REPO_URL = "https://helm.astronomer.io"
 DEFAULT_AGENT_IMAGE = (
     "images.astronomer.cloud/baseimages/astro-remote-execution-agent:3.3-1-python-3.12-astro-agent-1.8.2"
 )
@@ -90,7 +143,7 @@ def _cidr_suggestion(text: str) -> str:
 
 
 def _dns_label(value: str, what: str) -> str:
-    if not DNS_LABEL.match(value):
+    if not DNS_LABEL.fullmatch(value):
         suggestion = re.sub(r"[^a-z0-9]+", "-", value.lower())[:63].strip("-") or "agents"
         raise _problem(
             "dns_label",
@@ -105,11 +158,19 @@ def _prefix(value: str) -> str:
         raise _problem("prefix", f"a prefix has no leading or trailing '/'; write '{value.strip('/')}'")
     if not value.strip("/") or "//" in value or "*" in value:
         raise _problem("prefix", "a prefix is a non-empty path like 'xcom' or 'env/xcom', with no '//' or '*'")
+    # The characters Secrets Manager allows in names; the IAM policies put prefixes into ARNs, where
+    # '*' and '?' are wildcards and '${...}' is a policy variable.
+    if not re.fullmatch(r"[A-Za-z0-9_.=+@/-]+", value):
+        raise _problem(
+            "prefix",
+            "a prefix uses letters, digits and '/_.=+@-' only: the IAM policies' ARNs would read '*' and '?' "
+            "as wildcards and '${...}' as policy variables; rename it, like 'env/xcom'",
+        )
     return value
 
 
 def _bucket(value: str) -> str:
-    if not BUCKET_NAME.match(value) or ".." in value or re.match(r"^\d+\.\d+\.\d+\.\d+$", value):
+    if not BUCKET_NAME.fullmatch(value) or ".." in value or re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+", value):
         raise _problem(
             "bucket_name",
             "not a valid S3 bucket name; use 3-63 lowercase letters, digits, '.' and '-', "
@@ -118,22 +179,81 @@ def _bucket(value: str) -> str:
     return value
 
 
-def _aws_region(value: str) -> str:
-    if not AWS_REGION.match(value):
-        raise _problem("aws_region", "not an AWS region; write it like 'us-east-1'")
-    return value
+@functools.cache
+def _aws_regions(services: tuple[str, ...]) -> list[str]:
+    """The regions offering every one of ``services``, from the endpoint data botocore ships (no network)."""
+    # Imported here: only validating a region pays for loading botocore's endpoint data.
+    import botocore.session
+
+    session = botocore.session.get_session()
+    offered = [
+        {region for partition in AWS_PARTITIONS for region in session.get_available_regions(service, partition)}
+        for service in services
+    ]
+    return sorted(set.intersection(*offered))
+
+
+def _aws_region(*services: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        regions = _aws_regions(services)
+        if value not in regions:
+            # Sorted candidates and a stable sort: of equally close regions the first, like 'us-east-1'.
+            closest = sorted(regions, key=lambda r: -difflib.SequenceMatcher(None, value.lower(), r).ratio())[0]
+            raise _problem(
+                "aws_region",
+                f"not an AWS region with {' and '.join(services)} in botocore's endpoint data "
+                f"({', '.join(AWS_PARTITIONS)}); write it like {closest!r}, or upgrade botocore for a newer region",
+            )
+        return value
+
+    return check
 
 
 def _kms_key_arn(value: str) -> str:
-    if not KMS_KEY_ARN.match(value):
+    if not KMS_KEY_ARN.fullmatch(value):
         raise _problem("kms_key_arn", "not a KMS key ARN; write the key's ARN like "
                        "'arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab' (IAM grants "
                        "name keys, not aliases)")
     return value
 
 
+def _secret_reason(key: str, text: str) -> str | None:
+    """Why a label or annotation looks like it holds a secret, or None."""
+    if key.rsplit("/", 1)[-1].lower().replace("-", "_") in SECRET_KEYS:
+        return "the key names a secret"
+    return next((f"the value looks like {what}" for what, shape in SECRET_SHAPES if shape.search(text)), None)
+
+
+def _hide_credentials(url: str) -> str:
+    """``url`` with its user info and its query, either of which can carry credentials, shown as '***'."""
+    hidden = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@", r"\1***@", url)
+    return re.sub(r"\?.*", "?***", hidden, flags=re.DOTALL)
+
+
+def _branch_problem(ref: str) -> str | None:
+    """What ``git check-ref-format --branch`` refuses in ``ref``, or None."""
+    refused = sorted({char for char in ref if ord(char) < 0x20 or ord(char) == 0x7F or char in " ~^:?*[\\"})
+    if refused:
+        return f"it contains {', '.join(map(repr, refused))}"
+    for part, why in (("..", "'..'"), ("@{", "'@{'"), ("//", "'//'")):
+        if part in ref:
+            return f"it contains {why}"
+    if any(component.startswith(".") or component.endswith(".lock") for component in ref.split("/")):
+        return "a part of it starts with '.' or ends with '.lock'"
+    for refused_when, why in (
+        (ref == "", "it is empty"),
+        (ref == "@", "it is '@'"),
+        (ref.startswith("-"), "it starts with '-'"),
+        (ref.startswith("/") or ref.endswith("/"), "it starts or ends with '/'"),
+        (ref.endswith("."), "it ends with '.'"),
+    ):
+        if refused_when:
+            return why
+    return None
+
+
 def _conn_id(value: str) -> str:
-    if not CONN_ID.match(value):
+    if not CONN_ID.fullmatch(value):
         raise _problem(
             "conn_id", "a connection id uses letters, digits, '_', '.' and '-' only; rename it, like 'aws_default'"
         )
@@ -143,7 +263,10 @@ def _conn_id(value: str) -> str:
 ConnId = Annotated[str, AfterValidator(_conn_id)]
 Prefix = Annotated[str, AfterValidator(_prefix)]
 BucketName = Annotated[str, Field(description="S3 bucket name"), AfterValidator(_bucket)]
-AwsRegion = Annotated[str, Field(description="AWS region, like 'us-east-1'"), AfterValidator(_aws_region)]
+EksRegion = Annotated[str, Field(description="AWS region, like 'us-east-1'"), AfterValidator(_aws_region("eks"))]
+BackendsRegion = Annotated[
+    str, Field(description="AWS region, like 'us-east-1'"), AfterValidator(_aws_region("s3", "secretsmanager"))
+]
 KmsKeyArn = Annotated[str, AfterValidator(_kms_key_arn)]
 
 
@@ -204,13 +327,35 @@ class AstroSpec(SpecModel):
     def _https(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if not re.match(r"^https://[^/\s]+/\S+$", value):
+        if not re.fullmatch(r"https://[^/\s]+/\S+", value):
             raise _problem(
                 "https_url",
                 "use the https URL shown in the Deployment's Remote Agents tab (astroDeploymentAPIURL), "
                 "like https://<clusterId>.external.astronomer.run/<deploymentShortId>",
             )
         return value.rstrip("/")
+
+    @field_validator("organization_id", "workspace_id", "deployment_id")
+    @classmethod
+    def _astro_id(cls, value: str | None) -> str | None:
+        if value is not None and not ASTRO_ID.fullmatch(value):
+            raise _problem(
+                "astro_id",
+                "an Astro id uses letters, digits, '-' and '_' only (it is part of API paths); "
+                "copy the id from the Astro UI, like 'clx1abc2def3ghi4'",
+            )
+        return value
+
+    @field_validator("registry")
+    @classmethod
+    def _registry(cls, value: str) -> str:
+        if not REGISTRY_HOST.fullmatch(value):
+            host = re.sub(r"^[A-Za-z]+://", "", value.strip()).split("/")[0].lower()
+            fix = f"write {host!r}" if REGISTRY_HOST.fullmatch(host) else "like 'images.astronomer.cloud'"
+            raise _problem(
+                "registry", f"the registry is a host name, optionally with ':port', without a scheme or path; {fix}"
+            )
+        return value
 
     @field_validator("allowed_ip_ranges")
     @classmethod
@@ -226,7 +371,7 @@ class AstroSpec(SpecModel):
     @field_validator("agent_image")
     @classmethod
     def _pinned_image(cls, value: str) -> str:
-        if not IMAGE_WITH_TAG.match(value) or value.endswith(":latest"):
+        if not IMAGE_WITH_TAG.fullmatch(value) or value.endswith(":latest"):
             raise _problem(
                 "image",
                 "the agent image needs a registry path and a pinned tag (':latest' is not pinned); "
@@ -243,14 +388,29 @@ class AstroSpec(SpecModel):
 class ChartSpec(SpecModel):
     """Which agent Helm chart to install."""
 
-    repo_url: Annotated[str, Field(description="Helm repository of the agent chart.")] = "https://helm.astronomer.io"
+    repo_url: Annotated[str, Field(description="Helm repository of the agent chart, without credentials.")] = DEFAULT_CHART_REPO_URL
     name: Annotated[str, Field(description="Chart name in that repository.")] = "astro-remote-execution-agent"
     version: Annotated[str, Field(description="Pinned chart version; decides version-dependent values (openLineage >= 2.2, stateStoreBackend >= 2.3).")] = "2.3.3"
     path: Annotated[str | None, Field(description="A local chart directory (relative to the repository root) used instead of the repo")] = None
     open_lineage: Annotated[bool, Field(description="Send lineage to Astro (chart >= 2.2).")] = False
-    open_lineage_conn_id: Annotated[str, Field(description="Airflow Connection whose password is the Deployment API token lineage is sent with; the bootstrap copies it into the chart's API-key Secret.")] = "astro_openlineage"
+    open_lineage_conn_id: Annotated[ConnId, Field(description="Airflow Connection whose password is the Deployment API token lineage is sent with; the bootstrap copies it into the chart's API-key Secret.")] = "astro_openlineage"
     sentinel: Annotated[bool, Field(description="Run the Sentinel agent monitor (chart >= 1.2).")] = True
-    rollout_timeout_seconds: Annotated[int, Field(description="How long an install or upgrade may take to become ready before it is rolled back.", ge=30)] = 600
+    rollout_timeout_seconds: Annotated[int, Field(description="How long an install or upgrade may take to become ready before it is rolled back.", ge=30, le=HELM_TIMEOUT_MAX_SECONDS)] = 600
+
+    @field_validator("repo_url")
+    @classmethod
+    def _repo(cls, value: str) -> str:
+        hidden = _hide_credentials(value)
+        if hidden != value:
+            raise _problems([(
+                "",
+                f"got {hidden!r} (credentials hidden): user info or a query in the URL can carry credentials, "
+                "which helm's output and the Airflow UI would show; remove it (the repository must be readable "
+                "without credentials, or use chart.path)",
+            )])
+        if not re.fullmatch(r"https?://[^/\s]+\S*", value):
+            raise _problem("chart_repo_url", f"use the http(s) URL of the Helm repository, like {DEFAULT_CHART_REPO_URL!r}")
+        return value
 
     @field_validator("version")
     @classmethod
@@ -260,7 +420,7 @@ class ChartSpec(SpecModel):
         except InvalidVersion:
             pass
         else:
-            if SEMVER.match(value):
+            if SEMVER.fullmatch(value):
                 return value
         raise _problem("chart_version", "not a pinned chart version; use a semantic version like '2.3.3'")
 
@@ -275,7 +435,7 @@ class NodeGroupSpec(SpecModel):
     min_size: Annotated[int, Field(description="Smallest number of nodes.", ge=0)] = 0
     max_size: Annotated[int, Field(description="Largest number of nodes.", ge=1)] = 4
     desired_size: Annotated[int, Field(description="Nodes to start with.", ge=0)] = 2
-    disk_size_gib: Annotated[int, Field(description="Root volume size per node.", ge=20)] = 50
+    disk_size_gib: Annotated[int, Field(description="Root volume size per node.", ge=20, le=EBS_VOLUME_MAX_GIB)] = 50
 
     @field_validator("name")
     @classmethod
@@ -298,7 +458,7 @@ class EksClusterSpec(SpecModel):
 
     kind: Annotated[Literal["eks"], Field(description="`eks`: the bootstrap creates the cluster, or adopts a matching one.")]
     name: Annotated[str, Field(description="EKS cluster name")]
-    region: Annotated[AwsRegion, Field(description="AWS region of the cluster.")]
+    region: Annotated[EksRegion, Field(description="AWS region of the cluster.")]
     kubernetes_version: Annotated[str, Field(description="Kubernetes 'MAJOR.MINOR', at least 1.30; drift is reported, never applied.")] = "1.33"
     node_groups: Annotated[list[NodeGroupSpec], Field(description="Managed node groups.", min_length=1)] = [NodeGroupSpec()]
     subnet_ids: Annotated[list[str], Field(description="Existing subnets; empty = create a VPC with public and private subnets in two AZs")] = []
@@ -308,9 +468,35 @@ class EksClusterSpec(SpecModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$", value):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}", value):
             raise _problem(
                 "cluster_name", "an EKS cluster name uses letters, digits, '-' and '_'; rename it, at most 100 characters"
+            )
+        return value
+
+    @field_validator("subnet_ids")
+    @classmethod
+    def _subnets(cls, value: list[str]) -> list[str]:
+        problems = [
+            (f"[{index}]", f"got {subnet!r}: not a subnet id; write it like 'subnet-0123456789abcdef0'")
+            for index, subnet in enumerate(value)
+            if not SUBNET_ID.fullmatch(subnet)
+        ]
+        if not problems and len(set(value)) == 1:
+            problems.append(("", f"got {value!r}: EKS needs subnets in at least two Availability Zones; give at least "
+                                 "two subnet ids, or none to have the bootstrap create a VPC"))
+        if problems:
+            raise _problems(problems)
+        return value
+
+    @field_validator("cluster_role_arn", "node_role_arn")
+    @classmethod
+    def _role_arn(cls, value: str | None) -> str | None:
+        if value is not None and not IAM_ROLE_ARN.fullmatch(value):
+            raise _problem(
+                "role_arn",
+                "not an IAM role ARN; write it like 'arn:aws:iam::123456789012:role/eks-cluster-role', "
+                "or leave it out to have the bootstrap create the role",
             )
         return value
 
@@ -318,8 +504,8 @@ class EksClusterSpec(SpecModel):
     @classmethod
     def _k8s_version(cls, value: Any) -> str:
         text = str(value)
-        match = re.match(r"^1\.(\d+)$", text)
-        if isinstance(value, float) and not re.match(r"^1\.\d\d$", text):
+        match = re.fullmatch(r"1\.([0-9]+)", text)
+        if isinstance(value, float) and not re.fullmatch(r"1\.[0-9][0-9]", text):
             raise _problem("kubernetes_version", f"YAML read an unquoted number; quote the version, like '{value:.2f}'")
         if not match:
             raise _problem("kubernetes_version", "write the Kubernetes version as a quoted 'MAJOR.MINOR', like '1.33'")
@@ -359,7 +545,7 @@ class ResourcesSpec(SpecModel):
     @classmethod
     def _quantity(cls, value: Any) -> str:
         text = str(value)
-        if not re.match(r"^\d+(\.\d+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$", text):
+        if not re.fullmatch(r"[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?", text):
             raise _problem("quantity", "not a Kubernetes quantity; write it like '500m', '1' or '2Gi'")
         return text
 
@@ -369,7 +555,7 @@ class WorkerSpec(SpecModel):
 
     name: Annotated[str, Field(description="Worker name; its Deployment and ServiceAccount are `<prefix>-worker-<name>`.")] = "default-worker"
     queue: Annotated[str, Field(description="The one queue this worker consumes; route tasks with `queue=`.")] = "default"
-    replicas: Annotated[int, Field(description="Worker Pods.", ge=1)] = 1
+    replicas: Annotated[int, Field(description="Worker Pods (a Kubernetes int32).", ge=1, le=INT32_MAX)] = 1
     sync_slots: Annotated[int, Field(description="Concurrent tasks per Pod.", ge=1)] = 20
     resources: Annotated[ResourcesSpec, Field(description="Requests = limits per worker container.")] = ResourcesSpec()
     pip_packages: Annotated[list[str], Field(description="Extra packages pip-installed at Pod start into a shared volume, pinned with '=='")] = []
@@ -398,13 +584,18 @@ class WorkerSpec(SpecModel):
                 "one_queue",
                 "a worker consumes exactly one queue; add one worker entry per queue",
             )
-        text = str(value)
-        if not re.match(r"^[A-Za-z0-9_.-]{1,200}$", text):
+        if not isinstance(value, str):
+            read_as = "null (nothing after 'queue:')" if value is None else f"a {type(value).__name__}"
+            raise _problem(
+                "queue_type",
+                f"YAML read this as {read_as}, not a queue name; write the name quoted, like queue: 'default'",
+            )
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,200}", value):
             raise _problem(
                 "queue",
                 "a queue name uses letters, digits, '_', '.' and '-'; for several queues add one worker entry per queue",
             )
-        return text
+        return value
 
     @field_validator("pip_packages")
     @classmethod
@@ -436,21 +627,39 @@ class DagBundleSpec(SpecModel):
     repo_url: Annotated[str, Field(description="https (or git@) URL of the Dag repository, without credentials")]
     branch: Annotated[str, Field(description="Branch (tracking ref) to follow.")] = "main"
     git_conn_id: Annotated[ConnId, Field(description="Airflow git Connection holding the credentials, read by the agents from the secrets backend.")] = "git_default"
-    subdir: Annotated[str, Field(description="Folder of the repository holding the Dags.")] = "dags"
+    subdir: Annotated[str, Field(description="Folder of the repository holding the Dags, relative to its root.")] = "dags"
     refresh_interval: Annotated[int, Field(description="Seconds between fetches.", ge=1)] = 60
 
     @field_validator("repo_url")
     @classmethod
     def _repo(cls, value: str) -> str:
-        if re.match(r"^https://[^/]*@", value):
-            redacted = re.sub(r"^https://[^/]*@", "https://***@", value)
+        hidden = _hide_credentials(value)
+        if hidden != value:
             raise _problems([(
                 "",
-                f"got {redacted!r} (credentials hidden): credentials in the URL would leak; remove them and "
-                "keep them in the Connection named by git_conn_id",
+                f"got {hidden!r} (credentials hidden): user info or a query in the URL can carry credentials, "
+                "which would leak; remove it and keep the credentials in the Connection named by git_conn_id",
             )])
-        if not re.match(r"^(https://|git@)\S+$", value):
+        if not re.fullmatch(r"(https://|git@)\S+", value):
             raise _problem("repo_url", "use the https (or git@) URL of the repository; credentials go in git_conn_id")
+        return value
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, value: str) -> str:
+        if problem := _branch_problem(value):
+            raise _problem("git_branch", f"not a git branch name: {problem} (git check-ref-format); write one like 'main'")
+        return value
+
+    @field_validator("subdir")
+    @classmethod
+    def _subdir(cls, value: str) -> str:
+        parts = value.split("/")
+        if value.startswith("/") or ".." in parts or any(ord(char) < 0x20 for char in value):
+            inside = "/".join(part for part in parts if part not in ("", "..") and part.isprintable()) or "dags"
+            raise _problem(
+                "subdir", f"the Dag folder is a path inside the repository, relative and without '..'; write {inside!r}"
+            )
         return value
 
 
@@ -494,7 +703,7 @@ class StateStoreSpec(SpecModel):
 class BackendsSpec(SpecModel):
     """Where agents keep XCom, read secrets and ship task logs (all AWS here)."""
 
-    aws_region: Annotated[AwsRegion, Field(description="Region of the buckets and secrets.")]
+    aws_region: Annotated[BackendsRegion, Field(description="Region of the buckets and secrets.")]
     xcom: Annotated[XComBackendSpec, Field(description="XCom object storage: bucket, prefix, threshold")]
     secrets: Annotated[SecretsBackendSpec, Field(description="AWS Secrets Manager backend prefixes.")] = SecretsBackendSpec()
     logs: Annotated[LogsBackendSpec, Field(description="task log bucket and prefix")]
@@ -511,9 +720,10 @@ class IrsaIdentitySpec(SpecModel):
     @field_validator("role_name")
     @classmethod
     def _role_name(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[\w+=,.@-]{1,64}$", value):
+        if value is not None and not re.fullmatch(rf"[A-Za-z0-9_+=,.@-]{{1,{IAM_ROLE_NAME_MAX}}}", value):
             raise _problem(
-                "role_name", "an IAM role name uses letters, digits and '+=,.@_-'; rename it, at most 64 characters"
+                "role_name",
+                f"an IAM role name uses letters, digits and '+=,.@_-'; rename it, at most {IAM_ROLE_NAME_MAX} characters",
             )
         return value
 
@@ -558,8 +768,18 @@ class HealthSpec(SpecModel):
     @field_validator("schedule", "drift_schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
-        if not value.startswith("@") and not croniter.is_valid(value):
+        if value.startswith("@") and value not in CRON_PRESETS:
+            presets = ", ".join(repr(preset) for preset in CRON_PRESETS)
+            raise _problem("cron", f"not a preset these Dags can run on (they run on a cron timetable); use a cron "
+                                   f"expression like '*/30 * * * *' or one of {presets}")
+        expression = CRON_PRESETS.get(value, value)
+        if not croniter.is_valid(expression):
             raise _problem("cron", "not a schedule; use a cron expression like '*/30 * * * *' or a preset like '@daily'")
+        try:
+            croniter(expression).get_next()
+        except CroniterBadDateError:
+            raise _problem("cron", "its next time never comes (a day the month does not have?); use a cron "
+                                   "expression that fires, like '*/30 * * * *'") from None
         return value
 
 
@@ -605,19 +825,38 @@ class EnvironmentSpec(SpecModel):
     @field_validator("labels", "annotations")
     @classmethod
     def _keys(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        secret = {key: reason for key, text in value.items() if (reason := _secret_reason(key, text))}
         problems = [
+            (str(key), f"{reason} (value not shown); labels and annotations are readable by anyone who can read "
+                       "the objects: keep the secret in an Airflow Connection and remove it here")
+            for key, reason in secret.items()
+        ]
+        problems += [
             ("", f"key {key!r} is not a Kubernetes key; use letters, digits, '-', '_' and '.', optionally "
                  "after a DNS prefix and '/', like 'team' or 'acme.io/team'")
             for key in value
-            if not LABEL_KEY.match(key)
+            if not LABEL_KEY.fullmatch(key)
         ]
         if info.field_name == "labels":
-            problems += [
-                (str(key), f"got {text!r}: a label value has at most 63 letters, digits, '-', '_' and '.', "
-                           "starting and ending with a letter or digit; shorten it or move it to annotations")
-                for key, text in value.items()
-                if not LABEL_VALUE.match(text)
-            ]
+            for key, text in value.items():
+                if key in secret:
+                    continue
+                if key in CHART_SELECTOR_LABELS:
+                    problems.append((key, f"got {text!r}: the chart selects its Pods by this label and sets it "
+                                          f"itself; rename the key, like 'acme.io/{key}'"))
+                elif key in OWN_LABELS:
+                    problems.append((key, f"got {text!r}: remote-agents sets this label to find the objects it "
+                                          "owns; remove it"))
+                elif not LABEL_VALUE.fullmatch(text):
+                    problems.append((key, f"got {text!r}: a label value has at most 63 letters, digits, '-', '_' "
+                                          "and '.', starting and ending with a letter or digit; shorten it or move "
+                                          "it to annotations"))
+        else:
+            size = sum(len(key.encode()) + len(text.encode()) for key, text in value.items())
+            if size > ANNOTATIONS_MAX_BYTES:
+                problems.append(("", f"got {size} bytes of keys and values; Kubernetes allows 256 KiB in all and "
+                                     f"the chart, Helm and IRSA add some, so keep them to {ANNOTATIONS_MAX_BYTES} "
+                                     "bytes: move large values into a ConfigMap"))
         if problems:
             raise _problems(problems)
         return value
@@ -667,9 +906,38 @@ class EnvironmentSpec(SpecModel):
                 f"chart.version {self.chart.version!r} has no openLineage block (added in 2.2.0); "
                 "set chart.version to '2.3.3' or open_lineage: false",
             ))
+        problems += self._role_name_problems()
         if problems:
             raise _problems(problems)
         return self
+
+    def _role_name_problems(self) -> list[tuple[str, str]]:
+        """The IAM roles the bootstrap creates: names IAM accepts, and no role shared by two components."""
+        # (role name, the field it is made from, whose role it is, another way out)
+        roles: list[tuple[str, str, str, str]] = []
+        if eks := self.eks:
+            names = naming.eks_role_names(self)
+            if not eks.cluster_role_arn:
+                roles.append((names["cluster"], "name", "the EKS cluster role", " or set cluster.cluster_role_arn"))
+            if not eks.node_role_arn:
+                roles.append((names["node"], "name", "the EKS node role", " or set cluster.node_role_arn"))
+        if irsa := self.irsa:
+            source, way_out = ("identity.role_name", "") if irsa.role_name else ("name", " or set identity.role_name")
+            for component, name in naming.irsa_role_names(self).items():
+                roles.append((name, source, f"the IRSA role of the {component}" if component else "the IRSA role", way_out))
+        problems: list[tuple[str, str]] = []
+        # IAM role names are unique regardless of case.
+        owners: dict[str, str] = {}
+        for name, source, whose, way_out in roles:
+            if len(name) > IAM_ROLE_NAME_MAX:
+                problems.append((source, f"{whose} would be {name!r} ({len(name)} characters, IAM allows "
+                                         f"{IAM_ROLE_NAME_MAX}); shorten it by {len(name) - IAM_ROLE_NAME_MAX} "
+                                         f"characters{way_out}"))
+            owner = owners.setdefault(name.lower(), whose)
+            if owner != whose:
+                problems.append((source, f"{whose} would be {name!r}, the name of {owner} too (IAM ignores case "
+                                         f"in role names); give it another name{way_out}"))
+        return problems
 
     @property
     def state_store(self) -> StateStoreSpec | None:

@@ -116,7 +116,7 @@ def test_vpc_changes_need_our_tag_and_creates_must_set_it() -> None:
 
 def test_no_ec2_when_the_spec_names_its_subnets() -> None:
     data = yaml.safe_load((ROOT / "include" / "environments" / "tutorial.yaml").read_text())
-    data["cluster"]["subnet_ids"] = ["subnet-0a", "subnet-0b"]
+    data["cluster"]["subnet_ids"] = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]
 
     policy = build_management_policy(parse_spec(data), ACCOUNT)
 

@@ -97,9 +97,9 @@ def test_cluster_request_without_any_subnets_is_refused() -> None:
 
 def test_cluster_request_uses_the_spec_subnets_by_default() -> None:
     data = spec_named("tutorial").model_dump(mode="json", exclude_defaults=True)
-    data["cluster"]["subnet_ids"] = ["subnet-1", "subnet-2"]
+    data["cluster"]["subnet_ids"] = ["subnet-0123456789abcdef1", "subnet-0123456789abcdef2"]
     request = build_create_cluster_request(parse_spec(data), CLUSTER_ROLE)
-    assert request["resourcesVpcConfig"]["subnetIds"] == ["subnet-1", "subnet-2"]
+    assert request["resourcesVpcConfig"]["subnetIds"] == ["subnet-0123456789abcdef1", "subnet-0123456789abcdef2"]
 
 
 def test_existing_cluster_has_no_eks_requests() -> None:
