@@ -26,10 +26,13 @@ class EnvironmentFile:
     path: Path
     spec: EnvironmentSpec | None
     error: ConfigError | None
+    declared_name: str | None = None  # the name several files declare, when that is the error
 
     @property
     def name(self) -> str:
-        return self.spec.name if self.spec else self.path.stem.replace("_", "-")
+        if self.spec:
+            return self.spec.name
+        return self.declared_name or self.path.stem.replace("_", "-")
 
 
 def environments_folder(dag_file: str) -> Path:
@@ -39,13 +42,32 @@ def environments_folder(dag_file: str) -> Path:
 
 
 def environment_files(folder: Path) -> list[EnvironmentFile]:
+    """Every spec file in ``folder``, each valid, or as its error; one entry per environment name."""
     found = []
     for path in sorted(folder.glob("*.yaml")):
         try:
             found.append(EnvironmentFile(path, load_spec(path), None))
         except ConfigError as error:
             found.append(EnvironmentFile(path, None, error))
-    return found
+    return _one_per_name(found)
+
+
+def _one_per_name(found: list[EnvironmentFile]) -> list[EnvironmentFile]:
+    # Dag ids are made from the name: two files of one name would silently become one set of Dags,
+    # the later file winning. They become one error instead, naming both.
+    by_name: dict[str, list[EnvironmentFile]] = {}
+    for environment in found:
+        by_name.setdefault(environment.name, []).append(environment)
+    merged = []
+    for name, files in by_name.items():
+        if len(files) == 1:
+            merged.append(files[0])
+            continue
+        paths = ", ".join(f.path.name for f in files)
+        problem = (f"name: {name!r} is the name of {len(files)} spec files ({paths}); each environment needs its "
+                   "own name, so rename all but one (the name makes the Dag ids, Secrets and AWS tags)")
+        merged.append(EnvironmentFile(files[0].path, None, ConfigError([problem], source=paths), name))
+    return merged
 
 
 def environment_asset(name: str) -> Asset:
