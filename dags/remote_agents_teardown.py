@@ -19,6 +19,7 @@ from remote_agents.environments import (
     environments_folder,
     fail_run_when_a_task_failed,
     invalid_spec_dag,
+    needed_by_others,
 )
 from remote_agents.operators.astro import (
     RevokeAgentTokenOperator,
@@ -31,6 +32,7 @@ from remote_agents.operators.helm import HelmUninstallOperator
 from remote_agents.operators.irsa import DeleteIrsaRoleOperator, DeleteOidcProviderOperator
 from remote_agents.operators.kubernetes import DeleteConfigMapOperator, DeleteNamespaceOperator, DeleteSecretOperator
 from remote_agents.operators.secrets_manager import DeleteOwnedSecretsOperator
+from remote_agents.spec import EnvironmentSpec
 
 DRY_RUN = "{{ params.dry_run }}"
 
@@ -43,7 +45,8 @@ also when the cluster is already gone), undoes the Deployment settings the boots
 the health checks' canary secrets in Secrets Manager and the incident Variables, then the IRSA
 role(s), the OIDC provider, the node groups, the cluster, its VPC and the EKS roles — each only if
 this project created it (ownership labels and tags). Something that exists but is not ours is left
-alone and listed as skipped.
+alone and listed as skipped; what another spec in the environments folder still uses (the cluster it
+adopts with its OIDC provider, an IRSA role it names too) is kept, and the summary says for whom.
 
 Type the environment name `{name}` in *confirm* to run it; *dry run* lists what would be deleted.
 """
@@ -56,9 +59,11 @@ def teardown_params(name: str) -> dict[str, Param]:
     }
 
 
-def build_teardown_dag(environment: EnvironmentFile) -> DAG:
+def build_teardown_dag(environment: EnvironmentFile, specs: list[EnvironmentSpec]) -> DAG:
+    """:param specs: every valid spec of the folder, so what another environment uses is kept"""
     spec = environment.spec
     assert spec is not None
+    needed = needed_by_others(spec, specs)
     access = cluster_kwargs(spec)
     common = {"namespace": spec.namespace, "environment": spec.name, "dry_run": DRY_RUN, **access}
     astro = {"deployment_id": spec.astro.deployment_id, "organization_id": spec.astro.organization_id,
@@ -174,16 +179,19 @@ def build_teardown_dag(environment: EnvironmentFile) -> DAG:
             tags = naming.ownership_tags(spec)
             aws = {"aws_conn_id": spec.aws_conn_id, "region_name": spec.eks.region, "dry_run": DRY_RUN}
             roles = DeleteIrsaRoleOperator(
-                task_id="delete_irsa_roles", role_names=list(naming.irsa_role_names(spec).values()), tags=tags, **aws,
-            )
-            # The OIDC provider is found through the cluster's issuer, so it goes before the cluster.
-            oidc = DeleteOidcProviderOperator(task_id="delete_oidc_provider", eks_cluster_name=spec.eks.name, tags=tags, **aws)
-            cluster = DeleteEksClusterOperator(
-                task_id="delete_cluster", cluster_name=spec.eks.name, tags=tags,
-                role_names=list(naming.eks_role_names(spec).values()), **aws,
+                task_id="delete_irsa_roles", tags=tags, **aws,
+                role_names=[r for r in naming.irsa_role_names(spec).values() if f"iam:role/{r}" not in needed],
             )
             # Run after the in-cluster deletions, or straight away when the cluster is already gone.
             roles.trigger_rule = TriggerRule.NONE_FAILED
+            sharing = needed.get(f"eks:cluster/{spec.eks.name}", [])
+            # The OIDC provider is found through the cluster's issuer, so it goes before the cluster.
+            oidc = DeleteOidcProviderOperator(task_id="delete_oidc_provider", eks_cluster_name=spec.eks.name,
+                                              tags=tags, needed_by=sharing, **aws)
+            cluster = DeleteEksClusterOperator(
+                task_id="delete_cluster", cluster_name=spec.eks.name, tags=tags, needed_by=sharing,
+                role_names=list(naming.eks_role_names(spec).values()), **aws,
+            )
             chain(namespace, roles, oidc, cluster)
             aws_tasks = [roles, oidc, cluster]
             if settings_tasks:
@@ -199,9 +207,18 @@ def build_teardown_dag(environment: EnvironmentFile) -> DAG:
             dry_run = as_bool(context["params"]["dry_run"])
             results = pull_results(context["ti"], sources)
             title = f"{'Teardown plan (dry run)' if dry_run else 'Teardown'} of environment `{spec.name}`"
-            next_step = (f"trigger again with dry run off and confirm `{spec.name}`." if dry_run
-                         else "nothing of this environment is left; the spec file can be removed.")
-            markdown = render_summary(title, results, {}, next_step)
+            kept = {f"kept: {resource}": f"still used by {', '.join(users)}" for result in results.values()
+                    for item in result if isinstance(item, dict) for resource, users in (item.get("kept") or {}).items()}
+            kept.update({f"kept: {role}": f"also named by {', '.join(users)}" for role, users in needed.items()
+                         if role.startswith("iam:role/")})
+            if dry_run:
+                next_step = f"trigger again with dry run off and confirm `{spec.name}`."
+            elif kept:
+                next_step = ("what is kept is still used by the environments named; once their specs are torn down "
+                             "and removed, run this teardown again to delete it.")
+            else:
+                next_step = "nothing of this environment is left; the spec file can be removed."
+            markdown = render_summary(title, results, kept, next_step)
             print(markdown)
             return markdown
 
@@ -210,9 +227,10 @@ def build_teardown_dag(environment: EnvironmentFile) -> DAG:
     return dag
 
 
-for _environment in environment_files(environments_folder(__file__)):
+_environments = environment_files(environments_folder(__file__))
+for _environment in _environments:
     _dag = (
-        build_teardown_dag(_environment) if _environment.spec
+        build_teardown_dag(_environment, [e.spec for e in _environments if e.spec]) if _environment.spec
         else invalid_spec_dag(f"remote_agents_teardown__{_environment.name}", _environment)
     )
     globals()[_dag.dag_id] = _dag

@@ -347,11 +347,11 @@ class Sandbox:
             aws += [f"eks cluster {name}" for name in eks.list_clusters()["clusters"]
                     if eks.describe_cluster(name=name)["cluster"].get("tags", {}).get(tag) == value]
             ec2 = self.aws.admin_client("ec2", region_name=region)
-            tagged = [{"Name": f"tag:{tag}", "Values": [value]}]
-            # Each kind asked for itself: moto's DescribeTags still lists the tags of deleted resources.
+            # Each kind asked for itself, and its tags read from each item: moto's DescribeTags still
+            # lists the tags of deleted resources, and its DescribeNatGateways ignores tag filters.
             for call, key, id_key in _EC2_KINDS:
-                aws += [f"ec2 {key} {item[id_key]}" for item in getattr(ec2, call)(Filters=tagged)[key]
-                        if item.get("State") not in ("deleted", "deleting")]
+                aws += [f"ec2 {key} {item[id_key]}" for item in getattr(ec2, call)()[key]
+                        if ours in item.get("Tags", []) and item.get("State") not in ("deleted", "deleting")]
             secrets_manager = self.aws.admin_client("secretsmanager", region_name=region)
             aws += [f"secret {s['Name']}" for s in secrets_manager.list_secrets(
                 Filters=[{"Key": "tag-key", "Values": [tag]}, {"Key": "tag-value", "Values": [value]}])["SecretList"]]

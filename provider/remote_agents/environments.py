@@ -70,6 +70,28 @@ def _one_per_name(found: list[EnvironmentFile]) -> list[EnvironmentFile]:
     return merged
 
 
+def needed_by_others(spec: EnvironmentSpec, specs: list[EnvironmentSpec]) -> dict[str, list[str]]:
+    """What the other specs of the folder still use of ``spec``'s AWS resources, by resource, with
+    the environments that use it: a teardown of ``spec`` keeps these.
+
+    An EKS cluster is shared when another spec names it too (it adopts it), and with it its OIDC
+    provider; an IRSA role when another spec names the same role. Which of them this environment
+    owns is only known at run time, from the ownership tags.
+    """
+    from remote_agents import naming
+
+    needed: dict[str, list[str]] = {}
+    roles = set(naming.irsa_role_names(spec).values()) if spec.irsa else set()
+    for other in specs:
+        if other.name == spec.name:
+            continue
+        if spec.eks and other.eks and (other.eks.name, other.eks.region) == (spec.eks.name, spec.eks.region):
+            needed.setdefault(f"eks:cluster/{spec.eks.name}", []).append(other.name)
+        for role in sorted(roles & set(naming.irsa_role_names(other).values()) if other.irsa else set()):
+            needed.setdefault(f"iam:role/{role}", []).append(other.name)
+    return needed
+
+
 def environment_asset(name: str) -> Asset:
     """Updated by each applied bootstrap; the environment's health Dag is scheduled on it.
 

@@ -632,9 +632,11 @@ class DeleteEksClusterOperator(_EksOperator):
     """Tear down what ``EnsureEksClusterOperator`` created: node groups, cluster, VPC parts, EKS roles.
 
     Only resources carrying every one of ``tags`` (the ownership tags) are deleted; a cluster, node
-    group, role or VPC without them is left alone and listed under ``skipped``. Already-gone
-    resources are ``absent``. Node group and cluster deletion take minutes on AWS: the waits defer
-    (``deferrable=True``) or poll in the task.
+    group, role or VPC without them is left alone and listed under ``skipped`` (our node groups in
+    someone else's cluster are still deleted). A cluster of ours that other environments still use
+    (``needed_by``) is kept whole, with its node groups, VPC and roles, and listed under ``kept``.
+    Already-gone resources are ``absent``. Node group and cluster deletion take minutes on AWS: the
+    waits defer (``deferrable=True``) or poll in the task.
 
     .. code-block:: python
 
@@ -644,9 +646,13 @@ class DeleteEksClusterOperator(_EksOperator):
             role_names=["my-env-eks-cluster", "my-env-eks-node"],
             tags={"remote-agents:environment": "my-env", "remote-agents:managed-by": "remote-agents"},
         )
+
+    :param needed_by: the other environments that run on this cluster; while there are any, it is kept
     """
 
-    template_fields: Sequence[str] = (*AWS_TEMPLATE_FIELDS, "cluster_name", "role_names", "tags", "delete_vpc", "deferrable")
+    template_fields: Sequence[str] = (
+        *AWS_TEMPLATE_FIELDS, "cluster_name", "role_names", "tags", "delete_vpc", "needed_by", "deferrable",
+    )
 
     def __init__(
         self,
@@ -655,6 +661,7 @@ class DeleteEksClusterOperator(_EksOperator):
         tags: dict[str, str],
         role_names: Sequence[str] = (),
         delete_vpc: bool | str = True,
+        needed_by: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -662,6 +669,7 @@ class DeleteEksClusterOperator(_EksOperator):
         self.tags = tags
         self.role_names = role_names
         self.delete_vpc = delete_vpc
+        self.needed_by = needed_by
 
     def execute(self, context: Any) -> dict[str, Any]:
         from remote_agents.hooks.aws import owns
@@ -674,10 +682,16 @@ class DeleteEksClusterOperator(_EksOperator):
         if cluster is None:
             _record(result, [Change(resource, Action.ABSENT, dry_run=self.is_dry_run)])
             return self._after_cluster(result)
-        if not owns(cluster.get("tags") or {}, self.tags):
-            self.log.warning("%s does not carry the ownership tags %s: not created by this environment, left alone", resource, self.tags)
+        ours = owns(cluster.get("tags") or {}, self.tags)
+        if ours and self.needed_by:
+            self.log.info("%s is still used by %s: kept, with its node groups, VPC and roles", resource,
+                          ", ".join(self.needed_by))
+            result["facts"]["kept"] = {resource: list(self.needed_by)}
+            return report_changes(self.log, _changes(result), **result["facts"])
+        if not ours:
+            self.log.warning("%s does not carry the ownership tags %s: not created by this environment, left alone "
+                             "(our node groups in it are deleted)", resource, self.tags)
             result["facts"]["skipped"].append(resource)
-            return self._after_cluster(result)
         groups = self._delete_nodegroups(result)
         if not self.is_dry_run:
             self._await(result, "nodegroups", groups, "deleted", include_cluster=False)
@@ -711,6 +725,8 @@ class DeleteEksClusterOperator(_EksOperator):
 
     def _after_nodegroups(self, result: dict[str, Any]) -> dict[str, Any]:
         resource = f"eks:cluster/{self.cluster_name}"
+        if resource in result["facts"]["skipped"]:
+            return self._after_cluster(result)
         if not self.is_dry_run:
             self.eks_hook.call("delete_cluster", doing=f"deleting {resource} (delete its remaining node groups first)",
                                missing_ok=True, name=self.cluster_name)

@@ -372,22 +372,28 @@ class DeleteOidcProviderOperator(_IamOperator):
 
     Found by ``oidc_issuer``, else by the issuer of ``eks_cluster_name``, else (cluster already
     gone) every OIDC provider carrying ``tags``. Run it before deleting the cluster when you can.
+    While other environments run on the cluster (``needed_by``), a provider of ours is kept: their
+    IRSA roles trust it.
 
     .. code-block:: python
 
         DeleteOidcProviderOperator(task_id="delete_oidc", eks_cluster_name="my-cluster",
                                    tags={"remote-agents:environment": "prod", "remote-agents:managed-by": "remote-agents"})
+
+    :param needed_by: the other environments whose agents assume roles through this provider
     """
 
-    template_fields: Sequence[str] = (*AWS_TEMPLATE_FIELDS, "oidc_issuer", "eks_cluster_name", "tags")
+    template_fields: Sequence[str] = (*AWS_TEMPLATE_FIELDS, "oidc_issuer", "eks_cluster_name", "tags", "needed_by")
 
     def __init__(
-        self, *, tags: dict[str, str], oidc_issuer: str | None = None, eks_cluster_name: str | None = None, **kwargs: Any
+        self, *, tags: dict[str, str], oidc_issuer: str | None = None, eks_cluster_name: str | None = None,
+        needed_by: Sequence[str] = (), **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.tags = tags
         self.oidc_issuer = oidc_issuer
         self.eks_cluster_name = eks_cluster_name
+        self.needed_by = needed_by
 
     def execute(self, context: Any) -> dict[str, Any]:
         from remote_agents.hooks.aws import owns, tag_dict
@@ -404,15 +410,19 @@ class DeleteOidcProviderOperator(_IamOperator):
             label = f"(tagged {self.tags})"
         if not candidates:
             return report_changes(self.log, [Change(f"iam:oidc-provider/{label}", Action.ABSENT, dry_run=self.is_dry_run)], skipped=[])
-        changes, skipped = [], []
+        changes, skipped, kept = [], [], {}
         for provider in candidates:
             resource = f"iam:oidc-provider/{provider['Arn'].split(':oidc-provider/', 1)[-1]}"
             if not owns(tag_dict(provider.get("Tags")), self.tags):
                 self.log.warning("%s does not carry the ownership tags %s: not created by this environment, left alone", resource, self.tags)
                 skipped.append(resource)
                 continue
+            if self.needed_by:
+                self.log.info("%s is still used by %s: kept", resource, ", ".join(self.needed_by))
+                kept[resource] = list(self.needed_by)
+                continue
             if not self.is_dry_run:
                 self.iam_hook.call("delete_open_id_connect_provider", doing=f"deleting {resource}", missing_ok=True,
                                    OpenIDConnectProviderArn=provider["Arn"])
             changes.append(Change(resource, Action.DELETED, dry_run=self.is_dry_run))
-        return report_changes(self.log, changes, skipped=skipped)
+        return report_changes(self.log, changes, skipped=skipped, kept=kept)
