@@ -137,6 +137,8 @@ def test_manifest_workloads_are_the_deployments() -> None:
     ('Error: chart "astro-remote-execution-agent" version "9.9.9" not found in https://helm.astronomer.io repository',
      ChartNotFoundError),
     ("Error: release has no 9 version", FailedReleaseError),
+    ('Error: looks like "https://helm.astronomer.io" is not a valid chart repository or cannot be reached: Get '
+     '"https://helm.astronomer.io/index.yaml": dial tcp: lookup helm.astronomer.io: no such host', ChartNotFoundError),
 ])
 def test_stderr_maps_to_a_typed_error(stderr: str, error: type[Exception]) -> None:
     assert type(helm_error("helm x", 1, stderr)) is error

@@ -367,22 +367,24 @@ def helm_error(action: str, returncode: int, stderr: str) -> HelmError:
             f"HelmUpgradeInstallOperator recovers a stuck release, or run `helm rollback`\n{detail}",
             returncode, detail,
         )
-    if "kubernetes cluster unreachable" in low or "connection refused" in low or "no such host" in low:
-        return ClusterUnreachableError(
-            f"{action}: helm could not reach the Kubernetes API server; check the Kubernetes connection "
-            f"(or the EKS cluster endpoint and aws_conn_id)\n{detail}",
-            returncode, detail,
-        )
     if "values don't meet the specifications of the schema" in low or "execution error at" in low:
         return InvalidValuesError(
             f"{action}: the chart rejected the values; fix the environment spec field they come from\n{detail}",
             returncode, detail,
         )
-    chart_missing = "not found" in low and any(word in low for word in ("chart", "path", "repo"))
-    if chart_missing or "not a valid chart repository" in low or "failed to fetch" in low:
+    # Before the cluster check: an unreachable chart repository also says "no such host".
+    repository = "not a valid chart repository" in low or "failed to fetch" in low
+    if repository or ("not found" in low and any(word in low for word in ("chart", "path", "repo"))):
         return ChartNotFoundError(
             f"{action}: chart not found; check chart, chart_repo_url and chart_version (the version must exist "
-            f"in the repository's index.yaml), or that the local chart path exists\n{detail}",
+            f"in the repository's index.yaml), that the repository is reachable from the worker, or that the "
+            f"local chart path exists\n{detail}",
+            returncode, detail,
+        )
+    if "kubernetes cluster unreachable" in low or "connection refused" in low or "no such host" in low:
+        return ClusterUnreachableError(
+            f"{action}: helm could not reach the Kubernetes API server; check the Kubernetes connection "
+            f"(or the EKS cluster endpoint and aws_conn_id)\n{detail}",
             returncode, detail,
         )
     if "timed out waiting for the condition" in low or "context deadline exceeded" in low:
