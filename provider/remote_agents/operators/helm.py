@@ -87,13 +87,16 @@ class _HelmReleaseOperator(ClusterOperator):
 class HelmUpgradeInstallOperator(_HelmReleaseOperator):
     """Install or upgrade a Helm release to a chart version and values; wait for its Deployments, deferred.
 
-    Flow: read the release; recover it if a killed run left it ``pending-*`` (roll back to the last
-    deployed revision, or uninstall a first install that never deployed); skip when the deployed chart
-    name, version and values already equal the desired ones; else ``helm upgrade --install`` without
-    ``--wait`` and defer to ``RolloutTrigger`` until every Deployment of the release is ready. If
-    the rollout times out, roll back to the previous revision (uninstall a first install) as
-    ``--atomic`` would, and fail naming each unready Deployment and why. ``deferrable=False`` runs
-    the same wait in the worker.
+    Flow: read the release; recover it if an earlier run left it ``pending-*`` (killed mid-way) or
+    ``failed`` (roll back to the last deployed revision, or uninstall a first install that never
+    deployed); skip when the deployed chart name, version and values already equal the desired
+    ones; else ``helm upgrade --install`` without ``--wait`` or ``--atomic`` and defer to
+    ``RolloutTrigger`` until every Deployment of the release is ready. The operator does what
+    ``--atomic`` would itself, so the wait can defer: if helm fails to apply the upgrade (e.g. the
+    API server refuses a write), or the rollout times out, it rolls back to the previous deployed
+    revision (uninstalls a first install) and fails the task, naming helm's error or each unready
+    Deployment and why. Should that rollback fail too, the release stays ``failed`` or ``pending-*``
+    and the next run rolls it back first. ``deferrable=False`` runs the same wait in the worker.
 
     Returns ``{"changes": [...], "release", "namespace", "revision", "status", "chart",
     "chart_version"}`` (plus ``recovered_from`` after a recovery; ``objects`` in a dry run, which only
