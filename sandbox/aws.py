@@ -18,7 +18,9 @@ HTTP admin API (JSON bodies and replies):
     POST   /sandbox/faults/latency     {"service": "s3", "seconds": 0.5}
     GET    /sandbox/eks-delays         {"cluster_seconds", "nodegroup_seconds"}
     PUT    /sandbox/eks-delays         same shape; either key may be left out
-    POST   /sandbox/reset              wipe moto state, keep admin user, enforcement and EKS delays
+    GET    /sandbox/ec2-delays         {"nat_gateway_deletion_seconds"}
+    PUT    /sandbox/ec2-delays         same shape
+    POST   /sandbox/reset              wipe moto state, keep admin user, enforcement and the delays
 """
 
 from __future__ import annotations
@@ -78,8 +80,16 @@ class EksDelays:
     nodegroup_seconds: float = 0.0
 
 
-# Read by the patched EKS models; module-level because moto's backends are process-global too.
+@dataclass
+class Ec2Delays:
+    """How long a deleted NAT gateway reports ``deleting`` before ``deleted`` (moto deletes it at once)."""
+
+    nat_gateway_deletion_seconds: float = 0.0
+
+
+# Read by the patched EKS and EC2 models; module-level because moto's backends are process-global too.
 _eks_delays = EksDelays()
+_ec2_delays = Ec2Delays()
 # The Kubernetes API that sandbox EKS clusters answer with (moto's endpoint is a fake hostname).
 _eks_endpoint: dict[str, str] = {}
 _patch_lock = threading.Lock()
@@ -101,6 +111,7 @@ def apply_moto_patches() -> None:
         _scope_secrets_manager_checks_to_the_secret_arn()
         _sign_bodiless_requests_with_an_empty_body()
         _delay_eks_activation()
+        _delay_nat_gateway_deletion()
         _point_eks_clusters_at_the_emulator()
         _authorize_head_bucket_as_list_bucket()
         moto_iam.apply()
@@ -191,6 +202,28 @@ def _delay_eks_activation() -> None:
 
     Cluster.status = status_property(lambda: _eks_delays.cluster_seconds)
     Nodegroup.status = status_property(lambda: _eks_delays.nodegroup_seconds)
+
+
+def _delay_nat_gateway_deletion() -> None:
+    # AWS keeps a deleted NAT gateway "deleting" for about a minute, holding its elastic IP and
+    # subnet; moto sets "deleted" at once. A property reports "deleting" until the configured delay
+    # has passed since the first delete, so waiting for the deletion can be observed.
+    from moto.core.utils import utcnow
+    from moto.ec2.models.nat_gateways import NatGateway
+
+    def get_state(self: Any) -> str:
+        state = self.__dict__["_sandbox_state"]
+        deleted_at = self.__dict__.get("_sandbox_deleted_at")
+        if state == "deleted" and deleted_at and (utcnow() - deleted_at).total_seconds() < _ec2_delays.nat_gateway_deletion_seconds:
+            return "deleting"
+        return str(state)
+
+    def set_state(self: Any, value: str) -> None:
+        if value == "deleted" and "_sandbox_deleted_at" not in self.__dict__:
+            self.__dict__["_sandbox_deleted_at"] = utcnow()
+        self.__dict__["_sandbox_state"] = value
+
+    NatGateway.state = property(get_state, set_state)
 
 
 def _authorize_head_bucket_as_list_bucket() -> None:
@@ -374,7 +407,7 @@ class RequestLog:
 
 
 class AwsEmulator:
-    """moto on loopback with IAM enforcement, EKS latency, faults and a request log.
+    """moto on loopback with IAM enforcement, EKS and NAT gateway latency, faults and a request log.
 
     Use as a context manager, or call `start()` and `stop()`.
     """
@@ -426,7 +459,7 @@ class AwsEmulator:
 
     def reset(self) -> None:
         """Wipe all moto state but keep the admin and customer users (same keys and policies),
-        enforcement and EKS delays."""
+        enforcement and the EKS and EC2 delays."""
         from moto.iam.models import iam_backends
         from moto.utilities.utils import get_partition
 
@@ -572,6 +605,14 @@ class AwsEmulator:
     def eks_delays(self) -> EksDelays:
         return EksDelays(_eks_delays.cluster_seconds, _eks_delays.nodegroup_seconds)
 
+    def set_ec2_delays(self, nat_gateway_deletion_seconds: float | None = None) -> None:
+        if nat_gateway_deletion_seconds is not None:
+            _ec2_delays.nat_gateway_deletion_seconds = float(nat_gateway_deletion_seconds)
+
+    @property
+    def ec2_delays(self) -> Ec2Delays:
+        return Ec2Delays(_ec2_delays.nat_gateway_deletion_seconds)
+
     def throttle(self, service: str, action: str | None = None, count: int = 1) -> None:
         self.faults.throttle(service, action, count)
 
@@ -659,6 +700,11 @@ class AwsEmulator:
         elif (method, route) == ("PUT", "eks-delays"):
             self.set_eks_delays(body.get("cluster_seconds"), body.get("nodegroup_seconds"))
             return asdict(self.eks_delays)
+        elif (method, route) == ("GET", "ec2-delays"):
+            return asdict(self.ec2_delays)
+        elif (method, route) == ("PUT", "ec2-delays"):
+            self.set_ec2_delays(body.get("nat_gateway_deletion_seconds"))
+            return asdict(self.ec2_delays)
         elif (method, route) == ("POST", "reset"):
             self.reset()
         else:

@@ -217,6 +217,72 @@ def test_first_install_stuck_in_pending_install_is_uninstalled_then_installed(
     assert "never deployed: uninstalling it" in capsys.readouterr().out
 
 
+def history(spec: EnvironmentSpec) -> list[tuple[int, str, str]]:
+    return [(r.revision, r.status.value, r.description) for r in hook().history(spec.release_name, spec.namespace)]
+
+
+def test_an_upgrade_the_api_refuses_is_rolled_back_to_the_old_values_and_fails_the_task(
+    cluster: Sandbox, spec: EnvironmentSpec, values: dict[str, Any], changed_values: dict[str, Any]
+) -> None:
+    upgrade(spec, values).execute({})
+    cluster.kube.faults.fail_requests(r"/deployments/", times=1, status=500, method="PATCH")
+
+    with pytest.raises(HelmError, match=r"(?s)helm upgrade --install .* failed.*500.*rolled back to revision 1 "
+                                        r"\(now revision 3\)") as raised:
+        upgrade(spec, changed_values).execute({})
+
+    assert "sandbox fault: injected 500" in str(raised.value)
+    assert [(revision, status) for revision, status, _ in history(spec)] == [(1, "superseded"), (2, "failed"), (3, "deployed")]
+    assert history(spec)[-1][2] == "Rollback to 1"
+    assert hook().get_values(spec.release_name, spec.namespace) == values
+
+
+def test_a_first_install_the_api_refuses_is_uninstalled_and_fails_the_task(
+    cluster: Sandbox, spec: EnvironmentSpec, values: dict[str, Any]
+) -> None:
+    cluster.kube.faults.fail_requests(r"/deployments", times=1, status=500, method="POST")
+
+    with pytest.raises(HelmError, match=r"(?s)failed.*500.*uninstalled the release"):
+        upgrade(spec, values).execute({})
+
+    assert hook().get_release(spec.release_name, spec.namespace) is None
+
+
+def test_a_release_left_failed_is_rolled_back_first_so_a_rerun_converges(
+    cluster: Sandbox, spec: EnvironmentSpec, values: dict[str, Any], changed_values: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    upgrade(spec, values).execute({})
+    cluster.kube.faults.fail_requests(r"/deployments/", times=1, status=500, method="PATCH")
+    with pytest.raises(HelmError):  # plain helm, as a worker killed before undoing it would leave the release
+        hook().upgrade_install(spec.release_name, spec.namespace, ChartRef(CHART, None), {**values, "logLevel": "WARNING"})
+    assert last_revision(spec).status.value == "failed"
+    capsys.readouterr()
+
+    result = upgrade(spec, changed_values).execute({})
+
+    assert (result["recovered_from"], result["revision"], result["status"]) == ("failed", 4, "deployed")
+    assert "is failed at revision 2" in capsys.readouterr().out
+    assert history(spec)[2][2] == "Rollback to 1"  # 2 failed, 3 rollback to 1, 4 upgrade
+    assert hook().get_values(spec.release_name, spec.namespace) == changed_values
+
+
+def test_when_undoing_a_refused_upgrade_fails_too_the_next_run_recovers_and_converges(
+    cluster: Sandbox, spec: EnvironmentSpec, values: dict[str, Any], changed_values: dict[str, Any]
+) -> None:
+    upgrade(spec, values).execute({})
+    cluster.kube.faults.fail_requests(r"/deployments/", times=1000, status=500, method="PATCH")
+    cluster.kube.faults.fail_requests(r"/secrets/", times=1000, status=500, method="PUT")  # helm's release records
+    with pytest.raises(HelmError, match="(?s)undoing the upgrade failed too.*the next run rolls it back first"):
+        upgrade(spec, changed_values).execute({})
+    cluster.kube.faults.clear()
+
+    result = upgrade(spec, changed_values).execute({})
+
+    assert result["status"] == "deployed" and result["recovered_from"]
+    assert hook().get_values(spec.release_name, spec.namespace) == changed_values
+
+
 # --- deferral ----------------------------------------------------------------------------------
 def test_execute_defers_to_rollout_trigger_with_primitive_kwargs(
     cluster: Sandbox, spec: EnvironmentSpec, values: dict[str, Any]

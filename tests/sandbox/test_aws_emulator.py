@@ -313,6 +313,27 @@ def test_eks_delays_can_be_set_over_the_admin_endpoint(aws: AwsEmulator) -> None
     assert eks.describe_cluster(name="admin-slow")["cluster"]["status"] == "CREATING"
 
 
+def test_a_deleted_nat_gateway_is_deleting_until_the_configured_delay_has_passed(aws: AwsEmulator) -> None:
+    ec2 = aws.admin_client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24")["Subnet"]["SubnetId"]
+    allocation = ec2.allocate_address(Domain="vpc")["AllocationId"]
+    nat = ec2.create_nat_gateway(SubnetId=subnet, AllocationId=allocation)["NatGateway"]["NatGatewayId"]
+    reply = httpx.put(f"{aws.endpoint_url}/sandbox/ec2-delays", json={"nat_gateway_deletion_seconds": 1.5})
+    assert reply.json() == {"nat_gateway_deletion_seconds": 1.5}
+    try:
+        ec2.delete_nat_gateway(NatGatewayId=nat)
+
+        def state() -> str:
+            return str(ec2.describe_nat_gateways(NatGatewayIds=[nat])["NatGateways"][0]["State"])
+
+        assert state() == "deleting"
+        ec2.get_waiter("nat_gateway_deleted").wait(NatGatewayIds=[nat], WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
+        assert state() == "deleted"
+    finally:
+        aws.set_ec2_delays(nat_gateway_deletion_seconds=0)
+
+
 # -- faults ----------------------------------------------------------------------------------
 
 

@@ -109,6 +109,11 @@ class ReleaseStatus(str, Enum):
         return self in (ReleaseStatus.PENDING_INSTALL, ReleaseStatus.PENDING_UPGRADE, ReleaseStatus.PENDING_ROLLBACK)
 
     @property
+    def is_unfinished(self) -> bool:
+        """Left by an operation that was killed mid-way (pending) or failed and was not undone."""
+        return self.is_pending or self is ReleaseStatus.FAILED
+
+    @property
     def was_deployed(self) -> bool:
         """A revision that ran successfully at some point: a safe target to roll back to."""
         return self in (ReleaseStatus.DEPLOYED, ReleaseStatus.SUPERSEDED)

@@ -28,11 +28,13 @@ from remote_agents.triggers.eks_progress import DONE, FAILED, Target, cluster_pr
 if TYPE_CHECKING:
     from remote_agents.hooks.aws import EksClusterHook, IamHook, VpcHook
 
-# The AWS hooks (and with them boto3 and the amazon provider, about 0.2 s) and the trigger (Airflow's
+# The AWS hooks (and with them boto3 and the amazon provider, about 0.2 s) and the triggers (Airflow's
 # trigger base, about 5 ms) are imported where they are used, not here: Dag files import this
 # module, and each parse would pay for them.
 
 NAT_LIVE_STATES = ("pending", "available")
+# A NAT gateway in these states still holds its elastic IP and subnet.
+NAT_HOLDING_STATES = (*NAT_LIVE_STATES, "deleting")
 
 
 _BY_WORD = {word: action for action in Action for word in (action.value, action.planned())}
@@ -569,8 +571,28 @@ class VpcConvergence:
             action = Action.UPDATED
         self._add("route-table", spec["name"], action, diff)
 
+    def delete_nat_gateways(self) -> list[str]:
+        """Start deleting the NAT gateways of our VPCs; the IDs to wait for before ``delete`` (none in a dry run).
+
+        Those still deleting from an earlier, interrupted teardown are waited for too.
+        """
+        holding = []
+        for vpc in self.ec2.find("vpcs", self.ownership):
+            for nat in self.ec2.find("nat_gateways", self.ownership, vpc_id=vpc["VpcId"]):
+                if nat["State"] in NAT_LIVE_STATES:
+                    if not self.dry_run:
+                        self.ec2.call("delete_nat_gateway", doing=f"deleting NAT gateway {nat['NatGatewayId']}", missing_ok=True,
+                                      NatGatewayId=nat["NatGatewayId"])
+                    self._add("nat-gateway", _name(nat), Action.DELETED)
+                if nat["State"] in NAT_HOLDING_STATES:
+                    holding.append(nat["NatGatewayId"])
+        return [] if self.dry_run else holding
+
     def delete(self, log: Any) -> list[Change]:
-        """Delete every VPC part carrying our tags, dependents first; parts without them are left alone."""
+        """Delete every other VPC part carrying our tags, dependents first; parts without them are left alone.
+
+        Run after ``delete_nat_gateways`` and the wait for its NAT gateways.
+        """
         vpcs = self.ec2.find("vpcs", self.ownership)
         if not vpcs:
             log.info("No VPC carries the ownership tags %s; VPCs without them were not created by this environment", self.ownership)
@@ -581,12 +603,6 @@ class VpcConvergence:
 
     def _delete_vpc(self, vpc_id: str, name: str) -> None:
         call = (lambda *a, **k: None) if self.dry_run else self.ec2.call
-        nats = [n for n in self.ec2.find("nat_gateways", self.ownership, vpc_id=vpc_id) if n["State"] in NAT_LIVE_STATES]
-        for nat in nats:
-            call("delete_nat_gateway", doing=f"deleting NAT gateway {nat['NatGatewayId']}", missing_ok=True, NatGatewayId=nat["NatGatewayId"])
-            self._add("nat-gateway", _name(nat), Action.DELETED)
-        if nats and not self.dry_run:
-            self._wait_nat_gateways_gone(vpc_id)
         for address in self.ec2.find("addresses", self.ownership):
             call("release_address", doing=f"releasing elastic IP {address['AllocationId']}", missing_ok=True, AllocationId=address["AllocationId"])
             self._add("elastic-ip", _name(address), Action.DELETED)
@@ -610,16 +626,6 @@ class VpcConvergence:
         call("delete_vpc", doing=f"deleting VPC {vpc_id} (anything left in it that we did not create blocks this)", missing_ok=True, VpcId=vpc_id)
         self._add("vpc", name, Action.DELETED)
 
-    def _wait_nat_gateways_gone(self, vpc_id: str, poll_interval: float = 10.0, max_attempts: int = 60) -> None:
-        # A NAT gateway holds its elastic IP and subnet for about a minute after delete on AWS: short
-        # enough to poll in the task rather than defer.
-        for _ in range(max_attempts):
-            left = [n for n in self.ec2.find("nat_gateways", self.ownership, vpc_id=vpc_id) if n["State"] != "deleted"]
-            if not left:
-                return
-            time.sleep(poll_interval)
-        raise ClusterError(f"NAT gateways of {vpc_id} still deleting after {poll_interval * max_attempts:.0f} s; re-run the teardown")
-
 
 def _name(resource: dict[str, Any]) -> str:
     from remote_agents.hooks.aws import tag_dict
@@ -635,8 +641,9 @@ class DeleteEksClusterOperator(_EksOperator):
     group, role or VPC without them is left alone and listed under ``skipped`` (our node groups in
     someone else's cluster are still deleted). A cluster of ours that other environments still use
     (``needed_by``) is kept whole, with its node groups, VPC and roles, and listed under ``kept``.
-    Already-gone resources are ``absent``. Node group and cluster deletion take minutes on AWS: the
-    waits defer (``deferrable=True``) or poll in the task.
+    Already-gone resources are ``absent``. Node group and cluster deletion take minutes on AWS, and a
+    NAT gateway keeps its elastic IP and subnet for about a minute after its deletion, so the rest of
+    the VPC waits for it: the waits defer (``deferrable=True``) or poll in the task.
 
     .. code-block:: python
 
@@ -701,7 +708,17 @@ class DeleteEksClusterOperator(_EksOperator):
         result = self._resume(event)
         if result.get("stage") == "nodegroups":
             return self._after_nodegroups(result)
+        if result.get("stage") == "nat_gateways":
+            return self._after_nat_gateways(result)
         return self._after_cluster(result)
+
+    def _resume(self, event: dict[str, Any] | None) -> dict[str, Any]:
+        result = (event or {}).get("result") or {}
+        if result.get("stage") == "nat_gateways" and (event or {}).get("status") != "success":
+            from remote_agents.triggers.vpc import still_deleting
+
+            raise ClusterError(still_deleting(result["nat_gateway_ids"], (event or {}).get("message", "no event from the trigger")))
+        return super()._resume(event)
 
     def _delete_nodegroups(self, result: dict[str, Any]) -> list[str]:
         from remote_agents.hooks.aws import owns
@@ -737,6 +754,32 @@ class DeleteEksClusterOperator(_EksOperator):
         return self._after_cluster(result)
 
     def _after_cluster(self, result: dict[str, Any]) -> dict[str, Any]:
+        if as_bool(self.delete_vpc):
+            vpc = VpcConvergence(self.vpc_hook, {}, self.tags, self.is_dry_run)
+            holding = vpc.delete_nat_gateways()
+            _record(result, vpc.changes)
+            if holding:
+                self._await_nat_gateways(result, holding)
+        return self._after_nat_gateways(result)
+
+    def _await_nat_gateways(self, result: dict[str, Any], nat_gateway_ids: list[str]) -> None:
+        """Return once the NAT gateways are deleted; deferrable: defer (execute_complete resumes after them)."""
+        from remote_agents.triggers.vpc import NatGatewaysDeletedTrigger, wait_in_task
+
+        result.update(stage="nat_gateways", nat_gateway_ids=nat_gateway_ids)
+        if as_bool(self.deferrable):
+            self.log.info("NAT gateways %s are deleting; deferring until they are deleted", nat_gateway_ids)
+            self.defer(
+                trigger=NatGatewaysDeletedTrigger(
+                    nat_gateway_ids=nat_gateway_ids, result=result, waiter_delay=self.poll_interval,
+                    waiter_max_attempts=self.max_attempts, aws_conn_id=self.aws_conn_id, region_name=self.region_name,
+                ),
+                method_name="execute_complete",
+                timeout=timedelta(seconds=self.poll_interval * self.max_attempts + 60),
+            )
+        wait_in_task(self.vpc_hook, nat_gateway_ids, self.poll_interval, self.max_attempts)
+
+    def _after_nat_gateways(self, result: dict[str, Any]) -> dict[str, Any]:
         changes = []
         if as_bool(self.delete_vpc):
             changes.extend(VpcConvergence(self.vpc_hook, {}, self.tags, self.is_dry_run).delete(self.log))

@@ -19,6 +19,7 @@ from remote_agents.hooks.helm import (
     DEFAULT_CHART,
     DEFAULT_CHART_REPO_URL,
     ChartRef,
+    FailedReleaseError,
     HelmHook,
     Release,
     ReleaseNotFoundError,
@@ -86,13 +87,16 @@ class _HelmReleaseOperator(ClusterOperator):
 class HelmUpgradeInstallOperator(_HelmReleaseOperator):
     """Install or upgrade a Helm release to a chart version and values; wait for its Deployments, deferred.
 
-    Flow: read the release; recover it if a killed run left it ``pending-*`` (roll back to the last
-    deployed revision, or uninstall a first install that never deployed); skip when the deployed chart
-    name, version and values already equal the desired ones; else ``helm upgrade --install`` without
-    ``--wait`` and defer to ``RolloutTrigger`` until every Deployment of the release is ready. If
-    the rollout times out, roll back to the previous revision (uninstall a first install) as
-    ``--atomic`` would, and fail naming each unready Deployment and why. ``deferrable=False`` runs
-    the same wait in the worker.
+    Flow: read the release; recover it if an earlier run left it ``pending-*`` (killed mid-way) or
+    ``failed`` (roll back to the last deployed revision, or uninstall a first install that never
+    deployed); skip when the deployed chart name, version and values already equal the desired
+    ones; else ``helm upgrade --install`` without ``--wait`` or ``--atomic`` and defer to
+    ``RolloutTrigger`` until every Deployment of the release is ready. The operator does what
+    ``--atomic`` would itself, so the wait can defer: if helm fails to apply the upgrade (e.g. the
+    API server refuses a write), or the rollout times out, it rolls back to the previous deployed
+    revision (uninstalls a first install) and fails the task, naming helm's error or each unready
+    Deployment and why. Should that rollback fail too, the release stays ``failed`` or ``pending-*``
+    and the next run rolls it back first. ``deferrable=False`` runs the same wait in the worker.
 
     Returns ``{"changes": [...], "release", "namespace", "revision", "status", "chart",
     "chart_version"}`` (plus ``recovered_from`` after a recovery; ``objects`` in a dry run, which only
@@ -139,9 +143,9 @@ class HelmUpgradeInstallOperator(_HelmReleaseOperator):
         hook = self.hook
         current = hook.get_release(self.release_name, self.namespace)
         recovered_from = None
-        if current is not None and current.status.is_pending:
+        if current is not None and current.status.is_unfinished:
             if self.is_dry_run:
-                self.log.warning("Release %s is stuck in %s; a real run recovers it first", self.resource,
+                self.log.warning("Release %s is %s; a real run recovers it first", self.resource,
                                  current.status.value)
             else:
                 recovered_from = current.status.value
@@ -167,7 +171,14 @@ class HelmUpgradeInstallOperator(_HelmReleaseOperator):
             )
 
         previous = last_good_revision(hook.history(self.release_name, self.namespace)) if current else None
-        release = hook.upgrade_install(self.release_name, self.namespace, chart, values, timeout=self.timeout)
+        try:
+            release = hook.upgrade_install(self.release_name, self.namespace, chart, values, timeout=self.timeout)
+        except HelmError as error:
+            undone = self._undo_failed_upgrade(hook, current, previous)
+            if undone is None:
+                raise
+            raise FailedReleaseError(redact_text(f"{error}\n{self.resource}: {undone}"), error.returncode,
+                                     error.stderr) from error
         self.log.info("Applied %s: revision %d (%s), waiting for its Deployments", self.resource, release.revision,
                       release.status.value)
         facts: dict[str, Any] = {
@@ -206,17 +217,31 @@ class HelmUpgradeInstallOperator(_HelmReleaseOperator):
 
     # --- steps ---
     def _recover(self, hook: HelmHook, stuck: Release) -> Release | None:
-        """Undo the revision a killed run left pending, so helm accepts the next upgrade."""
+        """Undo the revision an earlier run left pending or failed, so the upgrade starts from a deployed one."""
         target = last_good_revision(hook.history(self.release_name, self.namespace), before=stuck.revision)
+        if stuck.status == ReleaseStatus.FAILED:
+            state = f"is failed at revision {stuck.revision} (an earlier upgrade failed and was not undone)"
+        else:
+            state = f"is stuck in {stuck.status.value} at revision {stuck.revision} (a previous run was interrupted)"
         if target is None:
-            self.log.warning("Release %s is stuck in %s at revision %d (a previous run was interrupted) and was "
-                             "never deployed: uninstalling it before installing", self.resource,
-                             stuck.status.value, stuck.revision)
+            self.log.warning("Release %s %s and was never deployed: uninstalling it before installing",
+                             self.resource, state)
             hook.uninstall(self.release_name, self.namespace, timeout=self.timeout)
             return None
-        self.log.warning("Release %s is stuck in %s at revision %d (a previous run was interrupted): rolling back "
-                         "to revision %d before upgrading", self.resource, stuck.status.value, stuck.revision, target)
+        self.log.warning("Release %s %s: rolling back to revision %d before upgrading", self.resource, state, target)
         return hook.rollback(self.release_name, self.namespace, target, timeout=self.timeout)
+
+    def _undo_failed_upgrade(self, hook: HelmHook, before: Release | None, previous: int | None) -> str | None:
+        """Undo the revision a failed ``helm upgrade`` left; what was done, or None when it left none."""
+        try:
+            after = hook.get_release(self.release_name, self.namespace)
+            if after is None or (before is not None and after.revision == before.revision):
+                return None  # refused before helm recorded a revision (bad values, no chart)
+            return f"helm left revision {after.revision} {after.status.value}; " + self._undo_failed_revision(
+                {"previous_revision": previous})
+        except HelmError as undo_error:
+            return f"undoing the upgrade failed too, so the release may be left failed or pending; the next run " \
+                   f"rolls it back first:\n{undo_error}"
 
     def _diff(self, hook: HelmHook, current: Release | None, values: dict[str, Any], chart: str) -> dict[str, Any]:
         """What would change, values redacted; empty when the deployed release already matches."""
@@ -262,8 +287,8 @@ class HelmUpgradeInstallOperator(_HelmReleaseOperator):
             return f"rolled back to revision {previous} (now revision {release.revision})"
         if hook.get_release(self.release_name, self.namespace) is not None:
             hook.uninstall(self.release_name, self.namespace, timeout=self.timeout)
-            self.log.warning("Uninstalled %s: its first install never became ready", self.resource)
-        return "uninstalled the release (its first install never became ready)"
+            self.log.warning("Uninstalled %s: its first install did not succeed", self.resource)
+        return "uninstalled the release (its first install did not succeed)"
 
     def _report(self, facts: dict[str, Any]) -> dict[str, Any]:
         changes = [_change_from_dict(change) for change in facts.pop("changes", [])]
