@@ -10,7 +10,7 @@ demo: setup
 test: setup
 	@.venv/bin/pytest -q -n 2 --dist loadfile
 
-# The figures of DESIGN.md "Performance" against the sandbox (under 10 minutes on 2 cores); see benchmarks/README.md.
+# The figures of docs/design.md "Performance" against the sandbox (under 10 minutes on 2 cores); see benchmarks/README.md.
 bench: setup
 	@.venv/bin/python -m benchmarks.run
 

@@ -3,7 +3,7 @@
 ``dag.test()`` alone runs tasks one after another and triggers inline (blocking), which would
 serialize the bootstrap's parallel branches. With ``dag.test(use_executor=True)`` the LocalExecutor
 runs tasks in worker processes and deferred tasks wait in a real triggerer, as in a Deployment
-(reference/deferral.md, section 3). The api-server serves the Execution API the workers talk to.
+(https://airflow.apache.org/docs/apache-airflow/stable/core-concepts/debug.html). The api-server serves the Execution API the workers talk to.
 """
 
 from __future__ import annotations

@@ -52,7 +52,8 @@ def slot_seconds(dag_id: str, run_id: str) -> tuple[float, float, dict[str, dict
     span from its first task's ``running`` to its last task's end) from the ``log`` table.
 
     A task holds a slot from each ``running`` event to the next deferred/success/failed event of the
-    same try (reference/deferral.md, "Recording of the deferral in the DB"); its wall time runs from
+    same try (a deferred task's try logs ``deferred`` when it frees its slot and ``running`` again when a
+worker resumes it); its wall time runs from
     its first ``running`` to its last such event, deferral included.
     """
     from sqlalchemy import select

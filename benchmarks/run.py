@@ -1,4 +1,4 @@
-"""``make bench``: the figures of DESIGN.md "Performance", measured against the sandbox.
+"""``make bench``: the figures of docs/design.md "Performance", measured against the sandbox.
 
 Prints one table and writes it as JSON (``benchmarks/results/latest.json``). Every figure is the
 median of several runs with its min-max spread. See benchmarks/README.md for what each figure

@@ -5,7 +5,9 @@ real Astro Deployment and against the sandbox's stand-in alike. ``DeploymentHook
 Connection (host = the Deployment's Airflow URL, password = a Deployment API token) and is the one
 place that turns transport and HTTP errors into a ``DeploymentApiError`` naming the URL, the status
 and the likely fix, never the token.
-REST gotchas (logical_date required, 200 on trigger, JSON-only logs): reference/airflow-standin.md §5.
+What the calls rely on, from Airflow's REST API reference
+(https://airflow.apache.org/docs/apache-airflow/stable/stable-rest-api-ref.html): triggering a Dag run
+needs ``logical_date`` (null is allowed) and answers 200, and task logs are read as JSON.
 """
 
 from __future__ import annotations

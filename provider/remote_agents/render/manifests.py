@@ -2,7 +2,7 @@
 pip constraints ConfigMap (reference 3.6, 4.2, 4.5).
 
 Pure: Secret values here are the placeholder ``SECRET_PLACEHOLDER``. Operators fill them at run time
-from Connections / the Astro API, in memory only (DESIGN principle 5).
+from Connections / the Astro API, in memory only (docs/design.md, principle 5).
 """
 
 from __future__ import annotations

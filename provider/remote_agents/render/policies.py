@@ -1,6 +1,6 @@
 """IAM policy documents: IRSA trust and permission policies, and the EKS cluster/node role trusts.
 
-Least privilege by construction (DESIGN principle 6): trust names the exact ServiceAccounts with
+Least privilege by construction (docs/design.md, principle 6): trust names the exact ServiceAccounts with
 `StringEquals` on `:sub` and `:aud`; permissions name the exact bucket prefixes and secret name
 prefixes. The only wildcard is the trailing `/*` under a prefix the spec names; anything else is
 refused. ARNs follow the partition of the region (aws, aws-cn, aws-us-gov).

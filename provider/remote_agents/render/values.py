@@ -1,7 +1,7 @@
 """Helm values for `astronomer/astro-remote-execution-agent`, rendered from an EnvironmentSpec.
 
 Pure: no I/O, no Airflow imports. Secrets appear only by name (`agentTokenSecretName`,
-`imagePullSecretName`, `secretKeyRef`), never by value (DESIGN principle 5). Keys and their meaning
+`imagePullSecretName`, `secretKeyRef`), never by value (docs/design.md, principle 5). Keys and their meaning
 follow reference section 3; the tutorial's edits are section 4.3-4.7.
 """
 
