@@ -150,12 +150,13 @@ def test_revoked_token_is_replaced_in_one_secret_write(sb: Sandbox) -> None:
     assert sb.astro.is_live_agent_token(agent_token_in_secret(sb), DEP)
 
 
-def test_deleted_secret_gets_a_new_token(sb: Sandbox) -> None:
-    agent_op().execute({})
+def test_deleted_secret_gets_a_new_token_and_the_lost_one_is_revoked(sb: Sandbox) -> None:
+    lost = agent_op().execute({})["token_id"]
     ClusterObjects(ClusterAccess(**KUBE)).delete("Secret", "astro-agent-token", NS)
 
-    assert actions(agent_op().execute({})) == ["created", "created"]
+    assert actions(agent_op().execute({})) == ["created", "created", "deleted"]
     assert sb.astro.is_live_agent_token(agent_token_in_secret(sb), DEP)
+    assert [t.id for t in sb.astro.live_agent_tokens(DEP)] != [lost] and len(sb.astro.live_agent_tokens(DEP)) == 1
 
 
 def test_token_value_appears_in_no_log_xcom_or_template_field(

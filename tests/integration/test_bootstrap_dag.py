@@ -85,6 +85,19 @@ def last_summary(dag_id: str) -> str:
         return str(row.value)
 
 
+def held_token_id(sandbox: Sandbox, secret_name: str) -> str:
+    secret = sandbox.kube.get_object("Secret", secret_name, sandbox.spec.namespace)
+    assert secret is not None
+    return str(secret["metadata"]["annotations"]["remote-agents.astronomer.io/astro-token-id"])
+
+
+def create_unheld_tokens(sandbox: Sandbox) -> None:
+    """What a run killed between a token create and its Secret write leaves: live tokens of ours, in no Secret."""
+    spec, hook = sandbox.spec, AstroHook(sandbox.spec.astro.connection_id, sandbox.spec.astro.organization_id)
+    hook.create_agent_token(spec.astro.deployment_id, name=f"remote-agents-{spec.name}")
+    hook.create_deployment_token(spec.astro.deployment_id, name=f"remote-agents-{spec.name}-registry")
+
+
 def test_every_dag_file_parses_without_import_errors(dagbag: Any) -> None:
     assert dagbag.import_errors == {}
     assert {BOOTSTRAP, TEARDOWN} <= set(dagbag.dag_ids)
@@ -258,6 +271,7 @@ def test_teardown_removes_everything_of_ours_and_nothing_else(dagbag: Any, clean
                                    "203.0.113.9/32"])
 
     write_canary(spec, spec.aws_conn_id)  # as every health run does
+    create_unheld_tokens(clean)  # a bootstrap killed after its token create, before its Secret write
     Variable.set(naming.incident_variable(spec.name, "health"), json.dumps({"failed_checks": ["xcom"]}))
 
     state, tasks = teardown(dagbag, confirm=spec.name)
@@ -296,28 +310,9 @@ def test_teardown_after_the_cluster_is_gone_still_revokes_both_tokens(dagbag: An
     assert clean.astro.live_agent_tokens() == [] and clean.astro.live_api_tokens() == []
 
 
-def held_token_id(sandbox: Sandbox, secret_name: str) -> str:
-    secret = sandbox.kube.get_object("Secret", secret_name, sandbox.spec.namespace)
-    assert secret is not None
-    return str(secret["metadata"]["annotations"]["remote-agents.astronomer.io/astro-token-id"])
-
-
-def create_unheld_tokens(sandbox: Sandbox) -> None:
-    """What a run killed between a token create and its Secret write leaves: live tokens of ours, in no Secret."""
-    spec, hook = sandbox.spec, AstroHook(sandbox.spec.astro.connection_id, sandbox.spec.astro.organization_id)
-    hook.create_agent_token(spec.astro.deployment_id, name=f"remote-agents-{spec.name}")
-    hook.create_deployment_token(spec.astro.deployment_id, name=f"remote-agents-{spec.name}-registry")
-
-
 def test_tokens_a_killed_run_created_are_revoked_by_the_next_bootstrap(dagbag: Any, clean: Sandbox) -> None:
     spec = clean.spec
     create_unheld_tokens(clean)  # killed before the first Secret was written
-
-    assert bootstrap(dagbag, clean)[0] == "success"
-
-    assert [t.id for t in clean.astro.live_agent_tokens()] == [held_token_id(clean, spec.astro.agent_token_secret_name)]
-    assert [t.id for t in clean.astro.live_api_tokens()] == [held_token_id(clean, spec.astro.registry_secret_name)]
-    create_unheld_tokens(clean)  # killed during a rotation, after its token create
 
     assert bootstrap(dagbag, clean)[0] == "success"
 
@@ -336,15 +331,6 @@ def test_a_rotation_that_could_not_revoke_the_old_token_is_finished_by_the_next_
     assert bootstrap(dagbag, clean)[0] == "success"
 
     assert [t.id for t in clean.astro.live_agent_tokens()] == [held_token_id(clean, spec.astro.agent_token_secret_name)]
-
-
-def test_teardown_revokes_tokens_of_ours_that_no_secret_holds(dagbag: Any, clean: Sandbox) -> None:
-    assert bootstrap(dagbag, clean)[0] == "success"
-    create_unheld_tokens(clean)  # a bootstrap killed after its token create, then a teardown
-
-    assert teardown(dagbag, confirm=clean.spec.name)[0] == "success"
-
-    assert clean.astro.live_agent_tokens() == [] and clean.astro.live_api_tokens() == []
 
 
 def test_open_lineage_api_key_secret_is_filled_from_its_connection_before_the_install(dagbag: Any) -> None:

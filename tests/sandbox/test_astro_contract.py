@@ -77,6 +77,7 @@ CASES: dict[str, tuple[Callable[[AstroHook], Any], set[str]]] = {
     "delete_agent_token": (lambda h: h.delete_agent_token(DEP, _agent_token(h)),
                            {"CreateAgentToken", "DeleteAgentToken"}),
     "create_deployment_token": (_api_token, {"CreateApiToken"}),
+    "list_deployment_tokens": (lambda h: h.list_deployment_tokens(DEP), {"ListApiTokens"}),
     "get_api_token": (lambda h: h.get_api_token(_api_token(h)), {"CreateApiToken", "GetApiToken"}),
     "delete_api_token": (lambda h: h.delete_api_token(_api_token(h)), {"CreateApiToken", "DeleteApiToken"}),
 }
