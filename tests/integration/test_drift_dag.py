@@ -99,7 +99,8 @@ def test_hand_made_helm_upgrade_is_a_release_finding_until_a_bootstrap_repairs_i
     assert (state, failed) == ("failed", ["a_task_failed", "check_release"])
     finding = only_finding(report)
     assert finding["component"] == f"Helm release {spec.namespace}/{spec.release_name}"
-    assert finding["evidence"] == "logLevel: 'DEBUG' -> spec (unset)"
+    assert finding["problem"] == "value logLevel differs from the rendered values"
+    assert finding["evidence"] == "'DEBUG' -> spec (unset)"
 
     assert bootstrap(dagbag, environment) == "success"
     state, failed, report = drift_run(dagbag)

@@ -69,8 +69,9 @@ def test_changed_env_var_is_named_by_its_variable(spec: EnvironmentSpec, values:
 
     (finding,) = drift.compare_release(release(spec, live), values, spec.chart.version)
 
-    assert finding.problem == "1 value(s) differ from the rendered values"
-    assert finding.evidence == "commonEnv.AIRFLOW__LOGGING__REMOTE_LOGGING.value: 'False' -> spec 'True'"
+    assert finding.component == f"Helm release {spec.namespace}/{spec.release_name}"
+    assert finding.problem == "value commonEnv.AIRFLOW__LOGGING__REMOTE_LOGGING.value differs from the rendered values"
+    assert finding.evidence == "'False' -> spec 'True'"
 
 
 def test_changed_worker_replicas_is_named_by_the_worker(spec: EnvironmentSpec, values: dict[str, Any]) -> None:
@@ -87,7 +88,8 @@ def test_inline_secret_values_are_redacted(spec: EnvironmentSpec, values: dict[s
     (finding,) = drift.compare_release(release(spec, live), values, spec.chart.version)
 
     assert value not in finding.message
-    assert finding.evidence == f"{key}: {REDACTED} -> spec (unset)"
+    assert finding.problem == f"value {key} differs from the rendered values"
+    assert finding.evidence == f"{REDACTED} -> spec (unset)"
 
 
 def test_secret_looking_env_var_is_redacted(spec: EnvironmentSpec, values: dict[str, Any]) -> None:
@@ -98,12 +100,19 @@ def test_secret_looking_env_var_is_redacted(spec: EnvironmentSpec, values: dict[
     assert "wJalrXUtnFEMI" not in finding.message and REDACTED in finding.evidence
 
 
-def test_many_differences_are_listed_up_to_a_limit(spec: EnvironmentSpec, values: dict[str, Any]) -> None:
-    live = {**values, **{f"extra{i}": i for i in range(drift.MAX_SHOWN + 3)}}
+def test_each_differing_value_is_its_own_finding(spec: EnvironmentSpec, values: dict[str, Any]) -> None:
+    live = set_env({**values, **{f"extra{i}": i for i in range(12)}}, "AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI")
+    live["workers"][1]["replicas"] = 5
 
-    (finding,) = drift.compare_release(release(spec, live), values, spec.chart.version)
+    findings = drift.compare_release(release(spec, live), values, spec.chart.version)
 
-    assert finding.evidence.endswith("; and 3 more")
+    problems = {f.problem.removeprefix("value ").removesuffix(" differs from the rendered values"): f.evidence
+                for f in findings}
+    assert len(findings) == len(problems) == 14
+    assert problems["extra11"] == "11 -> spec (unset)"
+    assert problems["workers.heavy.replicas"] == "5 -> spec 1"
+    assert problems["commonEnv.AWS_SECRET_ACCESS_KEY"] == f"{REDACTED} -> spec (unset)"
+    assert all("wJalrXUtnFEMI" not in f.message for f in findings)
 
 
 # -- ServiceAccounts -----------------------------------------------------------------------------

@@ -36,7 +36,6 @@ BOOTSTRAP = "re-run remote_agents_bootstrap__<env>"
 # and env var names that usually hold one: their values are compared but never shown.
 INLINE_SECRET_KEYS = frozenset({"agentToken", "imagePullSecretData", "sentinelAuthSecret"})
 _SECRET_ENV = re.compile(r"(?i)(password|passwd|token|secret_access_key|secret_key|api_key|apikey|private_key|credentials?)$")
-MAX_SHOWN = 8  # differences listed in one finding's evidence; the rest are counted
 MAX_TEXT = 160
 
 
@@ -115,14 +114,13 @@ def compare_release(live: ReleaseState, desired_values: Mapping[str, Any], desir
             DRIFT, component, f"chart {live.chart_version} is installed, the spec says {desired_chart_version}",
             "helm list", f"{BOOTSTRAP} (its chart_version param defaults to the spec's) or change chart.version",
         ))
-    differences = values_diff(live.values, desired_values)
-    if differences:
-        findings.append(Finding(
-            DRIFT, component, f"{len(differences)} value(s) differ from the rendered values",
-            _listed(f"{path}: {_short(change['from'])} -> spec {_short(change['to'])}" for path, change in differences.items()),
-            f"{BOOTSTRAP} to install the rendered values (someone ran helm upgrade by hand?), "
-            "or put the change in the spec",
-        ))
+    findings.extend(
+        Finding(DRIFT, component, f"value {path} differs from the rendered values",
+                f"{_short(change['from'])} -> spec {_short(change['to'])}",
+                f"{BOOTSTRAP} to install the rendered values (someone ran helm upgrade by hand?), "
+                "or put the change in the spec")
+        for path, change in values_diff(live.values, desired_values).items()
+    )
     return findings
 
 
@@ -291,12 +289,6 @@ def _describe(statement: Mapping[str, Any]) -> str:
         text += f" if {json.dumps(statement['Condition'], sort_keys=True)}"
     text = text.strip()
     return text if len(text) <= MAX_TEXT * 2 else text[: MAX_TEXT * 2 - 1] + "…"
-
-
-def _listed(lines: Iterable[str]) -> str:
-    items = list(lines)
-    shown = "; ".join(items[:MAX_SHOWN])
-    return shown + (f"; and {len(items) - MAX_SHOWN} more" if len(items) > MAX_SHOWN else "")
 
 
 def _short(value: Any, limit: int = MAX_TEXT) -> str:
