@@ -65,7 +65,8 @@ A second run changes nothing.
    `remote_agents_environment__{name}` that schedules the health checks.
 
 **Params**: *dry run* plans without changing anything; *chart version* overrides the spec's;
-*rotate tokens* replaces the agent and registry tokens; *skip cluster creation* adopts an existing
+*rotate tokens* replaces the agent and registry tokens; *force upgrade* runs the helm upgrade
+even when the values match, to put back chart objects edited by hand; *skip cluster creation* adopts an existing
 cluster and fails if it is missing.
 """
 
@@ -77,6 +78,8 @@ def bootstrap_params(spec: EnvironmentSpec) -> dict[str, Param]:
                                description="Agent chart version to install (default: the spec's)."),
         "rotate_tokens": Param(False, type="boolean", title="Rotate tokens",
                                description="Create new agent and registry tokens, update the Secrets, roll the agents, revoke the old ones."),
+        "force_upgrade": Param(False, type="boolean", title="Force upgrade",
+                               description="Run the helm upgrade even when the release's values match: puts back chart objects edited by hand."),
         "skip_cluster_creation": Param(False, type="boolean", title="Skip cluster creation",
                                        description="Use the existing EKS cluster as it is; fail if it does not exist."),
     }
@@ -216,6 +219,7 @@ def build_bootstrap_dag(environment: EnvironmentFile) -> DAG:
             chart_repo_url=None if spec.chart.path else spec.chart.repo_url,
             chart_version="{{ params.chart_version }}",
             values=values,
+            force="{{ params.force_upgrade }}",
             timeout=spec.chart.rollout_timeout_seconds,
             dry_run=DRY_RUN,
             **access,

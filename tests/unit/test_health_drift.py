@@ -115,6 +115,110 @@ def test_each_differing_value_is_its_own_finding(spec: EnvironmentSpec, values: 
     assert all("wJalrXUtnFEMI" not in f.message for f in findings)
 
 
+# -- chart objects -------------------------------------------------------------------------------
+
+
+RENDERED = {
+    "apiVersion": "apps/v1", "kind": "Deployment",
+    "metadata": {"name": "agent-worker-default", "labels": {"app": "worker"}},
+    "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "worker"}}, "template": {
+        "metadata": {"labels": {"app": "worker"}},
+        "spec": {"serviceAccountName": "agent-worker", "containers": [{
+            "name": "worker", "image": "agent:1.0", "ports": [{"containerPort": 8080}],
+            "env": [{"name": "QUEUE", "value": "default"}, {"name": "DB_PASSWORD", "value": "s3cr3t-rendered"}],
+        }]},
+    }},
+}
+
+
+def live_object(**edits: Any) -> dict[str, Any]:
+    """RENDERED as the API server returns it: defaults, status and tool metadata added."""
+    live = copy.deepcopy(RENDERED)
+    live["metadata"].update(namespace="astro-agents", uid="u-1", resourceVersion="42", generation=3,
+                            creationTimestamp="2026-01-01T00:00:00Z", managedFields=[{"manager": "helm"}],
+                            annotations={"deployment.kubernetes.io/revision": "3",
+                                         "meta.helm.sh/release-name": "agent"})
+    live["spec"].update(strategy={"type": "RollingUpdate"}, revisionHistoryLimit=10)
+    live["spec"]["template"]["metadata"]["annotations"] = {"kubectl.kubernetes.io/restartedAt": "2026-01-02"}
+    container = live["spec"]["template"]["spec"]["containers"][0]
+    container.update(imagePullPolicy="IfNotPresent", terminationMessagePath="/dev/termination-log")
+    container["ports"][0]["protocol"] = "TCP"
+    live["status"] = {"readyReplicas": 1}
+    for path, value in edits.items():
+        *parents, leaf = path.split("__")
+        node: Any = live
+        for key in parents:
+            node = node[int(key)] if key.isdigit() else node[key]
+        node[leaf] = value
+    return live
+
+
+def chart_object(live: dict[str, Any] | None) -> drift.ChartObjectState:
+    return drift.ChartObjectState("Deployment", "agent-worker-default", "astro-agents", RENDERED, live)
+
+
+def test_live_object_with_server_defaults_and_tool_metadata_has_no_drift() -> None:
+    assert drift.compare_chart_objects([chart_object(live_object())]) == []
+
+
+def test_scaled_deployment_is_one_finding_naming_the_field() -> None:
+    (finding,) = drift.compare_chart_objects([chart_object(live_object(spec__replicas=3))])
+
+    assert finding.component == "Deployment astro-agents/agent-worker-default"
+    assert finding.problem == "spec.replicas differs from the release's manifest"
+    assert finding.evidence == "3 -> manifest 1"
+    assert "force_upgrade=true" in finding.fix
+
+
+def test_each_edited_field_is_its_own_finding_and_env_vars_are_named() -> None:
+    live = live_object(spec__replicas=0)
+    container = live["spec"]["template"]["spec"]["containers"][0]
+    container["image"] = "agent:evil"
+    container["env"] = [{"name": "QUEUE", "value": "other"}, {"name": "DB_PASSWORD", "value": "s3cr3t-live"}]
+
+    findings = drift.compare_chart_objects([chart_object(live)])
+
+    assert {f.problem.removesuffix(" differs from the release's manifest"): f.evidence for f in findings} == {
+        "spec.replicas": "0 -> manifest 1",
+        "spec.template.spec.containers.worker.image": "'agent:evil' -> manifest 'agent:1.0'",
+        "spec.template.spec.containers.worker.env.QUEUE.value": "'other' -> manifest 'default'",
+        "spec.template.spec.containers.worker.env.DB_PASSWORD.value": f"{REDACTED} -> manifest {REDACTED}",
+    }
+    assert all("s3cr3t" not in f.message for f in findings)
+
+
+def test_removed_env_var_and_label_are_findings() -> None:
+    live = live_object()
+    live["metadata"]["labels"] = {}
+    live["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "DB_PASSWORD", "value": "s3cr3t-rendered"}]
+
+    findings = drift.compare_chart_objects([chart_object(live)])
+
+    assert sorted(f.problem for f in findings) == [
+        "metadata.labels.app differs from the release's manifest",
+        "spec.template.spec.containers.worker.env.QUEUE.value differs from the release's manifest",
+    ]
+    assert {f.evidence for f in findings} == {"(unset) -> manifest 'worker'", "(unset) -> manifest 'default'"}
+
+
+def test_service_account_role_annotation_is_left_to_the_service_accounts_area() -> None:
+    rendered = {"apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": {"name": "agent-worker", "labels": {"app": "worker"},
+                             "annotations": {ROLE_ARN_ANNOTATION: "arn:aws:iam::1:role/a"}}}
+    live = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "agent-worker", "labels": {}}}
+
+    (finding,) = drift.compare_chart_objects([drift.ChartObjectState("ServiceAccount", "agent-worker",
+                                                                     "astro-agents", rendered, live)])
+
+    assert finding.problem == "metadata.labels.app differs from the release's manifest"
+
+
+def test_missing_chart_object_is_a_finding() -> None:
+    (finding,) = drift.compare_chart_objects([chart_object(None)])
+
+    assert (finding.problem, finding.evidence) == ("missing", "in the release's manifest, not in the cluster")
+
+
 # -- ServiceAccounts -----------------------------------------------------------------------------
 
 
