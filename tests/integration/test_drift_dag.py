@@ -155,7 +155,20 @@ def test_removed_role_annotation_is_a_service_account_finding(environment: Sandb
     finding = only_finding(report)
     assert finding["component"] == f"ServiceAccount {spec.namespace}/{name}"
     assert finding["problem"] == "the IRSA role annotation was removed"
-    assert arn in finding["evidence"] and "kubectl" in finding["fix"]
+    assert arn in finding["evidence"] and "remote_agents_bootstrap" in finding["fix"]
+
+
+def test_bootstrap_puts_back_a_removed_role_annotation(environment: Sandbox, dagbag: Any) -> None:
+    spec = environment.spec
+    name = naming.agent_workloads(spec)[0].service_account
+    objects = cluster(environment)
+    arn = objects.get("ServiceAccount", name, spec.namespace)["metadata"]["annotations"][ROLE_ARN_ANNOTATION]
+    objects.patch("ServiceAccount", name, spec.namespace, {"metadata": {"annotations": {ROLE_ARN_ANNOTATION: None}}})
+
+    assert bootstrap(dagbag, environment) == "success"
+
+    assert objects.get("ServiceAccount", name, spec.namespace)["metadata"]["annotations"][ROLE_ARN_ANNOTATION] == arn
+    assert drift_run(dagbag)[:2] == ("success", [])
 
 
 def test_narrower_permission_policy_is_an_irsa_finding(environment: Sandbox, dagbag: Any) -> None:

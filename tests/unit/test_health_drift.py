@@ -243,7 +243,7 @@ def test_removed_role_annotation_names_the_account_and_the_expected_role(spec: E
 
     assert finding.component == f"ServiceAccount {spec.namespace}/{live[0].name}"
     assert finding.problem == "the IRSA role annotation was removed"
-    assert role_arns[None] in finding.evidence and ROLE_ARN_ANNOTATION in finding.fix
+    assert role_arns[None] in finding.evidence and "upgrades the release" in finding.fix
 
 
 def test_other_role_on_one_account_is_one_finding(spec: EnvironmentSpec) -> None:

@@ -226,9 +226,8 @@ def compare_service_accounts(live: Iterable[ServiceAccountState], desired_role_a
             continue
         expected = desired_role_arns[account.name]
         component = f"ServiceAccount {account.namespace}/{account.name}"
-        annotate = (f"kubectl -n {account.namespace} annotate serviceaccount {account.name} "
-                    f"eks.amazonaws.com/role-arn={expected} --overwrite, then restart its Deployment "
-                    "(the bootstrap skips helm while the release's values match, so it does not rewrite it)")
+        annotate = (f"{BOOTSTRAP} (it upgrades the release to put the annotation back), then restart the "
+                    "Deployment of any Pod started without it")
         if not account.exists:
             findings.append(Finding(DRIFT, component, "missing", "the Kubernetes API has no such ServiceAccount",
                                     f"{BOOTSTRAP}; if the release is unchanged, helm upgrade it to recreate it"))
