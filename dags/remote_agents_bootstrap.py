@@ -60,12 +60,14 @@ A second run changes nothing.
    Secret), registry pull Secret, pip constraints ConfigMap; these and the IRSA roles need only the
    control plane, so they run while the node groups are still being created;
 3. `helm upgrade --install` of the agent chart with the rendered values (role ARN already in place,
-   so it installs once), waiting for the rollout deferred;
+   so it installs once), waiting for the rollout deferred; skipped while the release's values match,
+   unless *force upgrade* or an agent ServiceAccount's role annotation drifted (the upgrade puts it back);
 4. a summary (the `summary` task's log and XCom) and, unless dry run, an update of the asset
    `remote_agents_environment__{name}` that schedules the health checks.
 
 **Params**: *dry run* plans without changing anything; *chart version* overrides the spec's;
-*rotate tokens* replaces the agent and registry tokens; *skip cluster creation* adopts an existing
+*rotate tokens* replaces the agent and registry tokens; *force upgrade* runs the helm upgrade
+even when the values match, to put back chart objects edited by hand; *skip cluster creation* adopts an existing
 cluster and fails if it is missing.
 """
 
@@ -77,6 +79,8 @@ def bootstrap_params(spec: EnvironmentSpec) -> dict[str, Param]:
                                description="Agent chart version to install (default: the spec's)."),
         "rotate_tokens": Param(False, type="boolean", title="Rotate tokens",
                                description="Create new agent and registry tokens, update the Secrets, roll the agents, revoke the old ones."),
+        "force_upgrade": Param(False, type="boolean", title="Force upgrade",
+                               description="Run the helm upgrade even when the release's values match: puts back chart objects edited by hand."),
         "skip_cluster_creation": Param(False, type="boolean", title="Skip cluster creation",
                                        description="Use the existing EKS cluster as it is; fail if it does not exist."),
     }
@@ -207,7 +211,25 @@ def build_bootstrap_dag(environment: EnvironmentFile) -> DAG:
             )
             # Agents that start before their egress IP is allowed are refused by Astro until it is.
             waits_for.append(settings)
+        @task
+        def role_annotations_drifted() -> bool:
+            """Whether an agent ServiceAccount lacks the role annotation the spec gives (or has another).
+
+            helm is skipped while the values match, and the values cannot show an annotation edited
+            in the cluster; the upgrade puts back what the manifest sets.
+            """
+            if not (spec.eks and spec.irsa):
+                return False
+            from remote_agents.health import drift
+            from remote_agents.health.gather import gather_service_accounts
+            from remote_agents.hooks.cluster import ClusterAccess
+            from remote_agents.render.policies import build_role_arns
+
+            desired = drift.desired_role_annotations(spec, build_role_arns(spec, aws_account()))
+            return bool(drift.compare_service_accounts(gather_service_accounts(spec, ClusterAccess(**access)), desired))
+
         values = render_values()
+        annotations_drifted = role_annotations_drifted()
         helm = HelmUpgradeInstallOperator(
             task_id="helm_upgrade_install",
             release_name=spec.release_name,
@@ -216,12 +238,14 @@ def build_bootstrap_dag(environment: EnvironmentFile) -> DAG:
             chart_repo_url=None if spec.chart.path else spec.chart.repo_url,
             chart_version="{{ params.chart_version }}",
             values=values,
+            force="{{ params.force_upgrade or ti.xcom_pull(task_ids='role_annotations_drifted') }}",
             timeout=spec.chart.rollout_timeout_seconds,
             dry_run=DRY_RUN,
             **access,
         )
         chain(namespace, secrets, helm)
-        helm.set_upstream(waits_for)
+        helm.set_upstream([*waits_for, annotations_drifted])
+        namespace >> annotations_drifted
         fail_run_when_a_task_failed(dag)  # before the summary: it watches the work, not the report
         work = [t for t in dag.tasks if t.task_id != "a_task_failed"]
         summary_sources = [t.task_id for t in work]

@@ -2,6 +2,7 @@
 
 Runs on the spec's `health.drift_schedule` (default daily) on the management Deployment. Each area
 is its own task, so the grid shows what drifted: the Helm release (chart version, values), the
+chart's objects (what the release's manifest sets, against the live objects: edits by hand), the
 agents' ServiceAccounts (IRSA role annotation), the IRSA roles (trust and permission policies) and
 the Secrets the chart references (present, token still live in Astro). A task fails with its
 findings; nothing is repaired here (the bootstrap Dag converges). Parsing reads only the spec files.

@@ -39,7 +39,7 @@ def clean(sandbox: Sandbox) -> Iterator[Sandbox]:
 
 def bootstrap(dagbag: Any, sandbox: Sandbox, **params: Any) -> tuple[str, dict[str, str]]:
     """One bootstrap run; every param given, because dag.test() keeps the previous run's conf."""
-    conf = {"dry_run": False, "rotate_tokens": False, "skip_cluster_creation": False,
+    conf = {"dry_run": False, "rotate_tokens": False, "force_upgrade": False, "skip_cluster_creation": False,
             "chart_version": sandbox.spec.chart.version, **params}
     run = dagbag.get_dag(BOOTSTRAP).test(run_conf=conf)
     return run.state, {ti.task_id: ti.state for ti in run.get_task_instances()}

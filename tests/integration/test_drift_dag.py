@@ -37,9 +37,10 @@ def environment(sandbox: Sandbox, dagbag: Any) -> Iterator[Sandbox]:
     sandbox.webhook.clear()
 
 
-def bootstrap(dagbag: Any, sandbox: Sandbox) -> str:
+def bootstrap(dagbag: Any, sandbox: Sandbox, force_upgrade: bool = False) -> str:
     """Every param given, because dag.test() keeps the previous run's conf."""
     run = dagbag.get_dag(BOOTSTRAP).test(run_conf={"dry_run": False, "rotate_tokens": False,
+                                                   "force_upgrade": force_upgrade,
                                                    "skip_cluster_creation": False,
                                                    "chart_version": sandbox.spec.chart.version})
     return str(run.state)
@@ -99,7 +100,8 @@ def test_hand_made_helm_upgrade_is_a_release_finding_until_a_bootstrap_repairs_i
     assert (state, failed) == ("failed", ["a_task_failed", "check_release"])
     finding = only_finding(report)
     assert finding["component"] == f"Helm release {spec.namespace}/{spec.release_name}"
-    assert finding["evidence"] == "logLevel: 'DEBUG' -> spec (unset)"
+    assert finding["problem"] == "value logLevel differs from the rendered values"
+    assert finding["evidence"] == "'DEBUG' -> spec (unset)"
 
     assert bootstrap(dagbag, environment) == "success"
     state, failed, report = drift_run(dagbag)
@@ -107,6 +109,35 @@ def test_hand_made_helm_upgrade_is_a_release_finding_until_a_bootstrap_repairs_i
     incident, recovery = environment.webhook.messages
     assert incident["kind"] == "drift" and incident["status"] == "incident" and incident["drifted_areas"] == ["release"]
     assert "logLevel" in incident["text"] and recovery["status"] == "recovery"
+
+
+def test_hand_edited_chart_deployment_is_a_finding_per_field_until_a_forced_bootstrap_repairs_it(
+    environment: Sandbox, dagbag: Any
+) -> None:
+    spec = environment.spec
+    name = naming.agent_workloads(spec)[0].name
+    objects = cluster(environment)
+    container = objects.get("Deployment", name, spec.namespace)["spec"]["template"]["spec"]["containers"][0]
+    variable = next(e for e in container["env"] if e.get("value") and e["value"].isupper())
+    objects.patch("Deployment", name, spec.namespace, {"spec": {"replicas": 3, "template": {"spec": {"containers": [
+        {"name": container["name"], "env": [{"name": variable["name"], "value": "EDITED"}]}]}}}})
+
+    state, failed, report = drift_run(dagbag)
+    assert (state, failed) == ("failed", ["a_task_failed", "check_chart_objects"])
+    assert {f["component"] for f in report["findings"]} == {f"Deployment {spec.namespace}/{name}"}
+    assert sorted((f["problem"], f["evidence"]) for f in report["findings"]) == sorted([
+        ("spec.replicas differs from the release's manifest", "3 -> manifest 1"),
+        (f"spec.template.spec.containers.{container['name']}.env.{variable['name']}.value differs from the "
+         "release's manifest", f"'EDITED' -> manifest {variable['value']!r}"),
+    ])
+    assert all("force_upgrade=true" in f["fix"] for f in report["findings"])
+
+    assert bootstrap(dagbag, environment) == "success"  # values match: helm is skipped, the edit stays
+    assert drift_run(dagbag)[1] == ["a_task_failed", "check_chart_objects"]
+    assert bootstrap(dagbag, environment, force_upgrade=True) == "success"
+    state, failed, report = drift_run(dagbag)
+    assert (state, failed, report["findings"]) == ("success", [], [])
+    assert objects.get("Deployment", name, spec.namespace)["spec"]["replicas"] == 1
 
 
 def test_removed_role_annotation_is_a_service_account_finding(environment: Sandbox, dagbag: Any) -> None:
@@ -124,7 +155,20 @@ def test_removed_role_annotation_is_a_service_account_finding(environment: Sandb
     finding = only_finding(report)
     assert finding["component"] == f"ServiceAccount {spec.namespace}/{name}"
     assert finding["problem"] == "the IRSA role annotation was removed"
-    assert arn in finding["evidence"] and "kubectl" in finding["fix"]
+    assert arn in finding["evidence"] and "remote_agents_bootstrap" in finding["fix"]
+
+
+def test_bootstrap_puts_back_a_removed_role_annotation(environment: Sandbox, dagbag: Any) -> None:
+    spec = environment.spec
+    name = naming.agent_workloads(spec)[0].service_account
+    objects = cluster(environment)
+    arn = objects.get("ServiceAccount", name, spec.namespace)["metadata"]["annotations"][ROLE_ARN_ANNOTATION]
+    objects.patch("ServiceAccount", name, spec.namespace, {"metadata": {"annotations": {ROLE_ARN_ANNOTATION: None}}})
+
+    assert bootstrap(dagbag, environment) == "success"
+
+    assert objects.get("ServiceAccount", name, spec.namespace)["metadata"]["annotations"][ROLE_ARN_ANNOTATION] == arn
+    assert drift_run(dagbag)[:2] == ("success", [])
 
 
 def test_narrower_permission_policy_is_an_irsa_finding(environment: Sandbox, dagbag: Any) -> None:

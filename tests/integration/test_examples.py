@@ -42,7 +42,7 @@ def examples(airflow_db: None) -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def bootstrapped(sandbox: Sandbox, dagbag: Any) -> Iterator[Sandbox]:
     sandbox.reset()
-    run = dagbag.get_dag(BOOTSTRAP).test(run_conf={"dry_run": False, "rotate_tokens": False,
+    run = dagbag.get_dag(BOOTSTRAP).test(run_conf={"dry_run": False, "rotate_tokens": False, "force_upgrade": False,
                                                    "skip_cluster_creation": False, "chart_version": sandbox.spec.chart.version})
     assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
     yield sandbox

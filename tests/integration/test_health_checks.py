@@ -39,7 +39,7 @@ NO_WORKER_TIMEOUT = 15.0
 def environment(sandbox: Sandbox, dagbag: Any) -> Iterator[Sandbox]:
     """A bootstrapped sandbox with its agents running and the Deployment Connection exported."""
     sandbox.reset()
-    run = dagbag.get_dag(BOOTSTRAP).test(run_conf={"dry_run": False, "rotate_tokens": False,
+    run = dagbag.get_dag(BOOTSTRAP).test(run_conf={"dry_run": False, "rotate_tokens": False, "force_upgrade": False,
                                                    "skip_cluster_creation": False,
                                                    "chart_version": sandbox.spec.chart.version})
     assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}

@@ -128,7 +128,7 @@ def run(dagbag: Any, dag_id: str, conf: dict[str, Any] | None = None) -> None:
 
 
 def bootstrap(dagbag: Any, sandbox: Sandbox) -> None:
-    run(dagbag, BOOTSTRAP, {"dry_run": False, "rotate_tokens": False, "skip_cluster_creation": False,
+    run(dagbag, BOOTSTRAP, {"dry_run": False, "rotate_tokens": False, "force_upgrade": False, "skip_cluster_creation": False,
                             "chart_version": sandbox.spec.chart.version})
 
 

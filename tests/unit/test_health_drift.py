@@ -69,8 +69,9 @@ def test_changed_env_var_is_named_by_its_variable(spec: EnvironmentSpec, values:
 
     (finding,) = drift.compare_release(release(spec, live), values, spec.chart.version)
 
-    assert finding.problem == "1 value(s) differ from the rendered values"
-    assert finding.evidence == "commonEnv.AIRFLOW__LOGGING__REMOTE_LOGGING.value: 'False' -> spec 'True'"
+    assert finding.component == f"Helm release {spec.namespace}/{spec.release_name}"
+    assert finding.problem == "value commonEnv.AIRFLOW__LOGGING__REMOTE_LOGGING.value differs from the rendered values"
+    assert finding.evidence == "'False' -> spec 'True'"
 
 
 def test_changed_worker_replicas_is_named_by_the_worker(spec: EnvironmentSpec, values: dict[str, Any]) -> None:
@@ -87,7 +88,8 @@ def test_inline_secret_values_are_redacted(spec: EnvironmentSpec, values: dict[s
     (finding,) = drift.compare_release(release(spec, live), values, spec.chart.version)
 
     assert value not in finding.message
-    assert finding.evidence == f"{key}: {REDACTED} -> spec (unset)"
+    assert finding.problem == f"value {key} differs from the rendered values"
+    assert finding.evidence == f"{REDACTED} -> spec (unset)"
 
 
 def test_secret_looking_env_var_is_redacted(spec: EnvironmentSpec, values: dict[str, Any]) -> None:
@@ -98,12 +100,123 @@ def test_secret_looking_env_var_is_redacted(spec: EnvironmentSpec, values: dict[
     assert "wJalrXUtnFEMI" not in finding.message and REDACTED in finding.evidence
 
 
-def test_many_differences_are_listed_up_to_a_limit(spec: EnvironmentSpec, values: dict[str, Any]) -> None:
-    live = {**values, **{f"extra{i}": i for i in range(drift.MAX_SHOWN + 3)}}
+def test_each_differing_value_is_its_own_finding(spec: EnvironmentSpec, values: dict[str, Any]) -> None:
+    live = set_env({**values, **{f"extra{i}": i for i in range(12)}}, "AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI")
+    live["workers"][1]["replicas"] = 5
 
-    (finding,) = drift.compare_release(release(spec, live), values, spec.chart.version)
+    findings = drift.compare_release(release(spec, live), values, spec.chart.version)
 
-    assert finding.evidence.endswith("; and 3 more")
+    problems = {f.problem.removeprefix("value ").removesuffix(" differs from the rendered values"): f.evidence
+                for f in findings}
+    assert len(findings) == len(problems) == 14
+    assert problems["extra11"] == "11 -> spec (unset)"
+    assert problems["workers.heavy.replicas"] == "5 -> spec 1"
+    assert problems["commonEnv.AWS_SECRET_ACCESS_KEY"] == f"{REDACTED} -> spec (unset)"
+    assert all("wJalrXUtnFEMI" not in f.message for f in findings)
+
+
+# -- chart objects -------------------------------------------------------------------------------
+
+
+RENDERED = {
+    "apiVersion": "apps/v1", "kind": "Deployment",
+    "metadata": {"name": "agent-worker-default", "labels": {"app": "worker"}},
+    "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "worker"}}, "template": {
+        "metadata": {"labels": {"app": "worker"}},
+        "spec": {"serviceAccountName": "agent-worker", "containers": [{
+            "name": "worker", "image": "agent:1.0", "ports": [{"containerPort": 8080}],
+            "env": [{"name": "QUEUE", "value": "default"}, {"name": "DB_PASSWORD", "value": "s3cr3t-rendered"}],
+        }]},
+    }},
+}
+
+
+def live_object(**edits: Any) -> dict[str, Any]:
+    """RENDERED as the API server returns it: defaults, status and tool metadata added."""
+    live = copy.deepcopy(RENDERED)
+    live["metadata"].update(namespace="astro-agents", uid="u-1", resourceVersion="42", generation=3,
+                            creationTimestamp="2026-01-01T00:00:00Z", managedFields=[{"manager": "helm"}],
+                            annotations={"deployment.kubernetes.io/revision": "3",
+                                         "meta.helm.sh/release-name": "agent"})
+    live["spec"].update(strategy={"type": "RollingUpdate"}, revisionHistoryLimit=10)
+    live["spec"]["template"]["metadata"]["annotations"] = {"kubectl.kubernetes.io/restartedAt": "2026-01-02"}
+    container = live["spec"]["template"]["spec"]["containers"][0]
+    container.update(imagePullPolicy="IfNotPresent", terminationMessagePath="/dev/termination-log")
+    container["ports"][0]["protocol"] = "TCP"
+    live["status"] = {"readyReplicas": 1}
+    for path, value in edits.items():
+        *parents, leaf = path.split("__")
+        node: Any = live
+        for key in parents:
+            node = node[int(key)] if key.isdigit() else node[key]
+        node[leaf] = value
+    return live
+
+
+def chart_object(live: dict[str, Any] | None) -> drift.ChartObjectState:
+    return drift.ChartObjectState("Deployment", "agent-worker-default", "astro-agents", RENDERED, live)
+
+
+def test_live_object_with_server_defaults_and_tool_metadata_has_no_drift() -> None:
+    assert drift.compare_chart_objects([chart_object(live_object())]) == []
+
+
+def test_scaled_deployment_is_one_finding_naming_the_field() -> None:
+    (finding,) = drift.compare_chart_objects([chart_object(live_object(spec__replicas=3))])
+
+    assert finding.component == "Deployment astro-agents/agent-worker-default"
+    assert finding.problem == "spec.replicas differs from the release's manifest"
+    assert finding.evidence == "3 -> manifest 1"
+    assert "force_upgrade=true" in finding.fix
+
+
+def test_each_edited_field_is_its_own_finding_and_env_vars_are_named() -> None:
+    live = live_object(spec__replicas=0)
+    container = live["spec"]["template"]["spec"]["containers"][0]
+    container["image"] = "agent:evil"
+    container["env"] = [{"name": "QUEUE", "value": "other"}, {"name": "DB_PASSWORD", "value": "s3cr3t-live"}]
+
+    findings = drift.compare_chart_objects([chart_object(live)])
+
+    assert {f.problem.removesuffix(" differs from the release's manifest"): f.evidence for f in findings} == {
+        "spec.replicas": "0 -> manifest 1",
+        "spec.template.spec.containers.worker.image": "'agent:evil' -> manifest 'agent:1.0'",
+        "spec.template.spec.containers.worker.env.QUEUE.value": "'other' -> manifest 'default'",
+        "spec.template.spec.containers.worker.env.DB_PASSWORD.value": f"{REDACTED} -> manifest {REDACTED}",
+    }
+    assert all("s3cr3t" not in f.message for f in findings)
+
+
+def test_removed_env_var_and_label_are_findings() -> None:
+    live = live_object()
+    live["metadata"]["labels"] = {}
+    live["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "DB_PASSWORD", "value": "s3cr3t-rendered"}]
+
+    findings = drift.compare_chart_objects([chart_object(live)])
+
+    assert sorted(f.problem for f in findings) == [
+        "metadata.labels.app differs from the release's manifest",
+        "spec.template.spec.containers.worker.env.QUEUE.value differs from the release's manifest",
+    ]
+    assert {f.evidence for f in findings} == {"(unset) -> manifest 'worker'", "(unset) -> manifest 'default'"}
+
+
+def test_service_account_role_annotation_is_left_to_the_service_accounts_area() -> None:
+    rendered = {"apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": {"name": "agent-worker", "labels": {"app": "worker"},
+                             "annotations": {ROLE_ARN_ANNOTATION: "arn:aws:iam::1:role/a"}}}
+    live = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "agent-worker", "labels": {}}}
+
+    (finding,) = drift.compare_chart_objects([drift.ChartObjectState("ServiceAccount", "agent-worker",
+                                                                     "astro-agents", rendered, live)])
+
+    assert finding.problem == "metadata.labels.app differs from the release's manifest"
+
+
+def test_missing_chart_object_is_a_finding() -> None:
+    (finding,) = drift.compare_chart_objects([chart_object(None)])
+
+    assert (finding.problem, finding.evidence) == ("missing", "in the release's manifest, not in the cluster")
 
 
 # -- ServiceAccounts -----------------------------------------------------------------------------
@@ -130,7 +243,7 @@ def test_removed_role_annotation_names_the_account_and_the_expected_role(spec: E
 
     assert finding.component == f"ServiceAccount {spec.namespace}/{live[0].name}"
     assert finding.problem == "the IRSA role annotation was removed"
-    assert role_arns[None] in finding.evidence and ROLE_ARN_ANNOTATION in finding.fix
+    assert role_arns[None] in finding.evidence and "upgrades the release" in finding.fix
 
 
 def test_other_role_on_one_account_is_one_finding(spec: EnvironmentSpec) -> None:

@@ -3,11 +3,11 @@
 Each ``compare_*`` function takes what the drift Dag read (plain dataclasses, built in
 ``gather.py``) and the desired state the pure renderers produce, and returns one ``Finding`` per
 difference (check ``diagnose.DRIFT``); an empty list means no drift. Nothing is repaired here:
-the fix of a finding names how (usually the bootstrap Dag, which converges every area but one:
-it skips helm when the release's values already match, so an edited chart object stays edited).
+the fix of a finding names how (usually the bootstrap Dag; it skips helm when the release's values
+already match, so a chart object edited by hand needs its force_upgrade param).
 
-Areas, one drift task each: the Helm release (chart version and values), the agents'
-ServiceAccounts (IRSA role annotation), the IRSA roles (trust, permission policy, anything else
+Areas, one drift task each: the Helm release (chart version and values), the chart's objects
+(each field the release's manifest sets, against the live object), the agents' ServiceAccounts (IRSA role annotation), the IRSA roles (trust, permission policy, anything else
 attached), and the Secrets the chart references (present, holding a token Astro still lists).
 """
 
@@ -23,20 +23,30 @@ from remote_agents import naming
 from remote_agents.changes import REDACTED, diff_values
 from remote_agents.health.diagnose import DRIFT, Finding
 from remote_agents.render.policies import normalize_policy
+from remote_agents.render.values import ROLE_ARN_ANNOTATION
 from remote_agents.spec import EnvironmentSpec
 
 RELEASE = "release"
+CHART_OBJECTS = "chart_objects"
 SERVICE_ACCOUNTS = "service_accounts"
 IRSA_ROLES = "irsa_roles"
 SECRETS = "secrets"
-AREAS = (RELEASE, SERVICE_ACCOUNTS, IRSA_ROLES, SECRETS)
+AREAS = (RELEASE, CHART_OBJECTS, SERVICE_ACCOUNTS, IRSA_ROLES, SECRETS)
 
 BOOTSTRAP = "re-run remote_agents_bootstrap__<env>"
+FORCE_UPGRADE = f"{BOOTSTRAP} with force_upgrade=true (helm puts back what its manifest sets)"
+# Metadata the API server, helm and kubectl write on live objects; never in a chart's manifest,
+# so the subset comparison skips it anyway: named so a chart that renders one is not flagged.
+SERVER_METADATA = frozenset({"resourceVersion", "uid", "generation", "creationTimestamp", "managedFields",
+                             "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds"})
+# The service_accounts area reports this one, with its own fix; once is enough.
+_ROLE_ARN_PATH = f"metadata.annotations.{ROLE_ARN_ANNOTATION}"
+TOOL_ANNOTATIONS = ("deployment.kubernetes.io/revision", "kubectl.kubernetes.io/restartedAt",
+                    "kubectl.kubernetes.io/last-applied-configuration", "meta.helm.sh/")
 # Chart values that carry a secret inline (the spec never sets them: Secrets are referenced by name),
 # and env var names that usually hold one: their values are compared but never shown.
 INLINE_SECRET_KEYS = frozenset({"agentToken", "imagePullSecretData", "sentinelAuthSecret"})
 _SECRET_ENV = re.compile(r"(?i)(password|passwd|token|secret_access_key|secret_key|api_key|apikey|private_key|credentials?)$")
-MAX_SHOWN = 8  # differences listed in one finding's evidence; the rest are counted
 MAX_TEXT = 160
 
 
@@ -51,6 +61,17 @@ class ReleaseState:
     namespace: str
     chart_version: str | None
     values: Mapping[str, Any] = field(default_factory=dict)  # user-supplied values (helm get values)
+
+
+@dataclass(frozen=True)
+class ChartObjectState:
+    """One object of the release's manifest (``helm get manifest``) and its live copy (None: missing)."""
+
+    kind: str
+    name: str
+    namespace: str | None
+    rendered: Mapping[str, Any]
+    live: Mapping[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -115,14 +136,13 @@ def compare_release(live: ReleaseState, desired_values: Mapping[str, Any], desir
             DRIFT, component, f"chart {live.chart_version} is installed, the spec says {desired_chart_version}",
             "helm list", f"{BOOTSTRAP} (its chart_version param defaults to the spec's) or change chart.version",
         ))
-    differences = values_diff(live.values, desired_values)
-    if differences:
-        findings.append(Finding(
-            DRIFT, component, f"{len(differences)} value(s) differ from the rendered values",
-            _listed(f"{path}: {_short(change['from'])} -> spec {_short(change['to'])}" for path, change in differences.items()),
-            f"{BOOTSTRAP} to install the rendered values (someone ran helm upgrade by hand?), "
-            "or put the change in the spec",
-        ))
+    findings.extend(
+        Finding(DRIFT, component, f"value {path} differs from the rendered values",
+                f"{_short(change['from'])} -> spec {_short(change['to'])}",
+                f"{BOOTSTRAP} to install the rendered values (someone ran helm upgrade by hand?), "
+                "or put the change in the spec")
+        for path, change in values_diff(live.values, desired_values).items()
+    )
     return findings
 
 
@@ -136,6 +156,67 @@ def values_diff(live: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str
     return diff_values(current, wanted, _secret_paths(current) | _secret_paths(wanted))
 
 
+def compare_chart_objects(objects: Iterable[ChartObjectState]) -> list[Finding]:
+    """Each object the release's manifest holds against the live one: one finding per field the
+    manifest sets that the live object has otherwise (helm compares only values, so a hand edit of a
+    chart object stays invisible to it), and one per missing object."""
+    findings = []
+    for obj in objects:
+        component = f"{obj.kind} {obj.namespace + '/' if obj.namespace else ''}{obj.name}"
+        if obj.live is None:
+            findings.append(Finding(DRIFT, component, "missing", "in the release's manifest, not in the cluster",
+                                    FORCE_UPGRADE))
+            continue
+        findings.extend(
+            Finding(DRIFT, component, f"{path} differs from the release's manifest",
+                    f"{_short(change['from'])} -> manifest {_short(change['to'])}",
+                    f"{FORCE_UPGRADE}; someone edited it by hand (kubectl edit/scale/set)?")
+            for path, change in manifest_diff(obj.live, obj.rendered).items()
+            if not (obj.kind == "ServiceAccount" and path == _ROLE_ARN_PATH)
+        )
+    return findings
+
+
+def manifest_diff(live: Mapping[str, Any], rendered: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{path: {"from", "to"}}`` of the fields ``rendered`` sets that ``live`` has otherwise, secrets redacted.
+
+    Only what the manifest sets is compared: the server adds defaults and status. Named lists
+    (containers, env) are keyed by name as in ``values_diff``; other lists compare item by item.
+    """
+    wanted, current = _keyed(_without_tool_metadata(rendered)), _keyed(live)
+    secret = _secret_paths(wanted)
+    return {path: {"from": REDACTED if path in secret and have is not None else have,
+                   "to": REDACTED if path in secret else want}
+            for path, (have, want) in _subset_diff(current, wanted, "").items()}
+
+
+def _without_tool_metadata(rendered: Mapping[str, Any]) -> dict[str, Any]:
+    meta = dict(rendered.get("metadata") or {})
+    for key in SERVER_METADATA:
+        meta.pop(key, None)
+    if isinstance(meta.get("annotations"), Mapping):
+        meta["annotations"] = {k: v for k, v in meta["annotations"].items() if not k.startswith(TOOL_ANNOTATIONS)}
+    return {**{k: v for k, v in rendered.items() if k != "status"}, "metadata": meta}
+
+
+def _subset_diff(live: Any, wanted: Any, path: str) -> dict[str, tuple[Any, Any]]:
+    if isinstance(wanted, Mapping):
+        have = live if isinstance(live, Mapping) else {}
+        if not isinstance(live, Mapping) and live is not None:
+            return {path: (live, wanted)}
+        found: dict[str, tuple[Any, Any]] = {}
+        for key, item in wanted.items():
+            found.update(_subset_diff(have.get(key), item, f"{path}.{key}" if path else str(key)))
+        return found
+    if isinstance(wanted, list) and isinstance(live, list) and len(live) == len(wanted):
+        found = {}
+        for index, (have_item, want_item) in enumerate(zip(live, wanted, strict=True)):
+            found.update(_subset_diff(have_item, want_item, f"{path}[{index}]"))
+        return found
+    # The API server omits fields set to their zero value ("", 0, false, empty), so absent is equal to them.
+    return {} if live == wanted or (live is None and not wanted) else {path: (live, wanted)}
+
+
 def compare_service_accounts(live: Iterable[ServiceAccountState], desired_role_arns: Mapping[str, str | None]) -> list[Finding]:
     """The role annotation of each agent ServiceAccount; ``desired_role_arns`` by ServiceAccount name
     (None: no annotation, as with static credentials)."""
@@ -145,9 +226,8 @@ def compare_service_accounts(live: Iterable[ServiceAccountState], desired_role_a
             continue
         expected = desired_role_arns[account.name]
         component = f"ServiceAccount {account.namespace}/{account.name}"
-        annotate = (f"kubectl -n {account.namespace} annotate serviceaccount {account.name} "
-                    f"eks.amazonaws.com/role-arn={expected} --overwrite, then restart its Deployment "
-                    "(the bootstrap skips helm while the release's values match, so it does not rewrite it)")
+        annotate = (f"{BOOTSTRAP} (it upgrades the release to put the annotation back), then restart the "
+                    "Deployment of any Pod started without it")
         if not account.exists:
             findings.append(Finding(DRIFT, component, "missing", "the Kubernetes API has no such ServiceAccount",
                                     f"{BOOTSTRAP}; if the release is unchanged, helm upgrade it to recreate it"))
@@ -291,12 +371,6 @@ def _describe(statement: Mapping[str, Any]) -> str:
         text += f" if {json.dumps(statement['Condition'], sort_keys=True)}"
     text = text.strip()
     return text if len(text) <= MAX_TEXT * 2 else text[: MAX_TEXT * 2 - 1] + "…"
-
-
-def _listed(lines: Iterable[str]) -> str:
-    items = list(lines)
-    shown = "; ".join(items[:MAX_SHOWN])
-    return shown + (f"; and {len(items) - MAX_SHOWN} more" if len(items) > MAX_SHOWN else "")
 
 
 def _short(value: Any, limit: int = MAX_TEXT) -> str:

@@ -29,7 +29,7 @@ from remote_agents.health.diagnose import (
     TokenEvidence,
     WorkloadEvidence,
 )
-from remote_agents.health.drift import ReleaseState, RoleState, SecretState, ServiceAccountState
+from remote_agents.health.drift import ChartObjectState, ReleaseState, RoleState, SecretState, ServiceAccountState
 from remote_agents.hooks.cluster import ClusterAccess, kubernetes_hook
 from remote_agents.hooks.deployment import AirflowRestClient, api_error
 from remote_agents.render.values import STATE_STORE_SINCE
@@ -392,6 +392,27 @@ def gather_release_state(spec: EnvironmentSpec, access: ClusterAccess) -> Releas
                         hook.get_values(spec.release_name, spec.namespace))
 
 
+def gather_chart_objects(spec: EnvironmentSpec, access: ClusterAccess) -> list[ChartObjectState]:
+    """Each object of the release's manifest with its live copy. Secrets are left out (their data is
+    secret; the secrets area checks the ones the chart references), as are kinds ``ClusterObjects``
+    cannot read (the chart's are all in it)."""
+    from remote_agents.hooks.helm import HelmHook
+    from remote_agents.hooks.kubernetes import KINDS, ClusterObjects
+
+    hook = HelmHook(access)
+    if hook.get_release(spec.release_name, spec.namespace) is None:
+        return []  # the release area reports it missing
+    objects = ClusterObjects(access)
+    states = []
+    for rendered in hook.get_manifest(spec.release_name, spec.namespace):
+        kind, name = rendered["kind"], rendered["metadata"]["name"]
+        if kind == "Secret" or kind not in KINDS:
+            continue
+        namespace = (rendered["metadata"].get("namespace") or spec.namespace) if KINDS[kind].namespaced else None
+        states.append(ChartObjectState(kind, name, namespace, rendered, objects.get(kind, name, namespace)))
+    return states
+
+
 def gather_service_accounts(spec: EnvironmentSpec, access: ClusterAccess) -> list[ServiceAccountState]:
     """The agents' ServiceAccounts (the ones the IRSA trust names) and their role annotation."""
     from remote_agents.hooks.kubernetes import ClusterObjects
@@ -480,6 +501,8 @@ def evaluate_drift(area: str, spec: EnvironmentSpec, access: ClusterAccess, iden
         api_url, namespace = _reported_deployment(spec)
         desired = build_values(spec, role_arns=role_arns, deployment_api_url=api_url, deployment_namespace=namespace)
         return drift.compare_release(gather_release_state(spec, access), desired, spec.chart.version)
+    if area == drift.CHART_OBJECTS:
+        return drift.compare_chart_objects(gather_chart_objects(spec, access))
     if area == drift.SERVICE_ACCOUNTS:
         return drift.compare_service_accounts(gather_service_accounts(spec, access),
                                               drift.desired_role_annotations(spec, role_arns))

@@ -297,6 +297,10 @@ def get_values_argv(name: str, namespace: str, revision: int | None = None, all_
     return argv
 
 
+def get_manifest_argv(name: str, namespace: str) -> list[str]:
+    return ["get", "manifest", name, "--namespace", namespace]
+
+
 def show_chart_argv(chart: ChartRef) -> list[str]:
     return ["show", "chart", *chart_argv(chart)]
 
@@ -461,6 +465,11 @@ class HelmHook(BaseHook):
         """User-supplied values of the release (or of ``revision``); with ``all``, merged with the chart's."""
         out = self._run(get_values_argv(name, namespace, revision, all), f"helm get values {name}")
         return json.loads(out or "null") or {}
+
+    def get_manifest(self, name: str, namespace: str) -> list[dict[str, Any]]:
+        """The objects the release's current revision applied, as rendered (chart-made Secrets included)."""
+        out = self._run(get_manifest_argv(name, namespace), f"helm get manifest {name}")
+        return [doc for doc in yaml.safe_load_all(out or "") if isinstance(doc, dict) and doc.get("kind")]
 
     def chart_metadata(self, chart: ChartRef) -> tuple[str, str]:
         """(name, version) the chart would install; offline for a repo chart (its pinned name and version)."""

@@ -36,7 +36,7 @@ STRATEGIC_MERGE = "application/strategic-merge-patch+json"
 
 @dataclass(frozen=True)
 class _KindApi:
-    group: str  # "core" or "apps": which typed client has the methods
+    group: str  # "core", "apps" or "rbac": which typed client has the methods
     method_suffix: str  # e.g. "namespaced_secret": read_namespaced_secret, create_namespaced_secret, …
     namespaced: bool
 
@@ -47,6 +47,8 @@ KINDS: dict[str, _KindApi] = {
     "ConfigMap": _KindApi("core", "namespaced_config_map", True),
     "ServiceAccount": _KindApi("core", "namespaced_service_account", True),
     "Deployment": _KindApi("apps", "namespaced_deployment", True),
+    "Role": _KindApi("rbac", "namespaced_role", True),
+    "RoleBinding": _KindApi("rbac", "namespaced_role_binding", True),
 }
 
 
@@ -81,10 +83,11 @@ class ClusterObjects:
 
     @cached_property
     def _clients(self) -> dict[str, Any]:
-        from kubernetes.client import AppsV1Api, CoreV1Api
+        from kubernetes.client import AppsV1Api, CoreV1Api, RbacAuthorizationV1Api
 
         hook = kubernetes_hook(self.access)
-        return {"core": CoreV1Api(hook.api_client), "apps": AppsV1Api(hook.api_client)}
+        return {"core": CoreV1Api(hook.api_client), "apps": AppsV1Api(hook.api_client),
+                "rbac": RbacAuthorizationV1Api(hook.api_client)}
 
     def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""

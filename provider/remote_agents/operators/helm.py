@@ -29,7 +29,7 @@ from remote_agents.hooks.helm import (
     redact_data,
     redact_text,
 )
-from remote_agents.operators.base import CLUSTER_TEMPLATE_FIELDS, ClusterOperator, report_changes
+from remote_agents.operators.base import CLUSTER_TEMPLATE_FIELDS, ClusterOperator, as_bool, report_changes
 
 if TYPE_CHECKING:
     from remote_agents.triggers.rollout import RolloutTrigger
@@ -90,7 +90,8 @@ class HelmUpgradeInstallOperator(_HelmReleaseOperator):
     Flow: read the release; recover it if an earlier run left it ``pending-*`` (killed mid-way) or
     ``failed`` (roll back to the last deployed revision, or uninstall a first install that never
     deployed); skip when the deployed chart name, version and values already equal the desired
-    ones; else ``helm upgrade --install`` without ``--wait`` or ``--atomic`` and defer to
+    ones, unless ``force`` (helm then re-applies the manifest, putting back chart objects edited by
+    hand, which a values comparison cannot see); else ``helm upgrade --install`` without ``--wait`` or ``--atomic`` and defer to
     ``RolloutTrigger`` until every Deployment of the release is ready. The operator does what
     ``--atomic`` would itself, so the wait can defer: if helm fails to apply the upgrade (e.g. the
     API server refuses a write), or the rollout times out, it rolls back to the previous deployed
@@ -115,7 +116,8 @@ class HelmUpgradeInstallOperator(_HelmReleaseOperator):
         )
     """
 
-    template_fields: Sequence[str] = (*RELEASE_TEMPLATE_FIELDS, "chart", "chart_repo_url", "chart_version", "values")
+    template_fields: Sequence[str] = (*RELEASE_TEMPLATE_FIELDS, "chart", "chart_repo_url", "chart_version", "values",
+                                      "force")
     template_fields_renderers = {"values": "json"}
 
     def __init__(
@@ -125,6 +127,7 @@ class HelmUpgradeInstallOperator(_HelmReleaseOperator):
         chart: str = DEFAULT_CHART,
         chart_repo_url: str | None = DEFAULT_CHART_REPO_URL,
         chart_version: str | None = None,
+        force: bool | str = False,
         deferrable: bool = True,
         poll_interval: float = 5.0,
         **kwargs: Any,
@@ -134,6 +137,7 @@ class HelmUpgradeInstallOperator(_HelmReleaseOperator):
         self.chart = chart
         self.chart_repo_url = chart_repo_url
         self.chart_version = chart_version
+        self.force = force
         self.deferrable = deferrable
         self.poll_interval = poll_interval
 
@@ -156,7 +160,7 @@ class HelmUpgradeInstallOperator(_HelmReleaseOperator):
             raise ConfigError([f"chart_version: {chart.version!r} but the local chart {chart.chart} is "
                                f"{chart_version!r}; drop chart_version or point at the matching chart"], self.task_id)
         diff = self._diff(hook, current, values, f"{chart_name}-{chart_version}")
-        if current is not None and not diff:
+        if current is not None and not diff and not as_bool(self.force):
             return report_changes(self.log, [Change(self.resource, Action.UNCHANGED, dry_run=self.is_dry_run)],
                                   **current.facts())
 
