@@ -187,20 +187,20 @@ class Sandbox:
         """The IRSA role of the workers' ServiceAccount."""
         return self.agent_identity(naming.WORKER).role_arn
 
-    def agents_aws_env(self, component: str = naming.WORKER) -> dict[str, str]:
+    def agents_aws_env(self, component: str = naming.WORKER, values: dict[str, Any] | None = None) -> dict[str, str]:
         """The AWS environment of a component's Pods: IRSA's, with a token for its ServiceAccount, or
-        on-prem the keys its env reads from the credentials Secret."""
+        on-prem the keys its env in ``values`` (default: the installed ones) reads from the credentials Secret."""
         if self.spec.irsa is None:
-            return {**self._secret_key_env(component), **self.aws.endpoint_env(self.spec.backends.aws_region)}
+            env = self._secret_key_env(component, values or self.installed_values())
+            return {**env, **self.aws.endpoint_env(self.spec.backends.aws_region)}
         identity = self.agent_identity(component)
         token_file = self.state_dir / f"web-identity-token-{component}"
         token_file.write_text(service_account_token(self.oidc_issuer(), self.spec.namespace, identity.service_account))
         return self.aws.irsa_env(identity.role_arn, str(token_file), session_name=f"sandbox-{component}")
 
-    def _secret_key_env(self, component: str) -> dict[str, str]:
+    def _secret_key_env(self, component: str, values: dict[str, Any]) -> dict[str, str]:
         """What the kubelet puts into a component's container from the ``secretKeyRef`` items of its
-        installed values' env; a missing Secret or key fails as the container would."""
-        values = self.installed_values()
+        env in ``values``; a missing Secret or key fails as the container would."""
         items = (values["workers"][0] if component == naming.WORKER else values[_VALUES_KEYS[component]]).get("env") or []
         env = {}
         for item in items:
@@ -229,10 +229,10 @@ class Sandbox:
         dags = self.state_dir / "agent-dags"
         dags.mkdir(parents=True, exist_ok=True)
         shutil.copy(SELFTEST_DAG, dags)
+        values = values or self.installed_values()
         agents = AgentStandIn(
-            self.state_dir / "agents", dags, values or self.installed_values(), self.agents_aws_env(),
-            parallelism=parallelism,
-            component_aws_env={component: self.agents_aws_env(component) for component in STANDIN_OWN_IDENTITY},
+            self.state_dir / "agents", dags, values, self.agents_aws_env(values=values), parallelism=parallelism,
+            component_aws_env={component: self.agents_aws_env(component, values) for component in STANDIN_OWN_IDENTITY},
         )
         self.agents = agents.start()
         return agents

@@ -19,6 +19,7 @@ from remote_agents import naming
 from remote_agents.hooks.cluster import ClusterAccess
 from remote_agents.hooks.kubernetes import ClusterObjects
 from remote_agents.render.values import ROLE_ARN_ANNOTATION
+from remote_agents.spec import EnvironmentSpec
 from sandbox.environment import Sandbox
 
 pytestmark = pytest.mark.sandbox
@@ -140,12 +141,18 @@ def test_hand_edited_chart_deployment_is_a_finding_per_field_until_a_forced_boot
     assert objects.get("Deployment", name, spec.namespace)["spec"]["replicas"] == 1
 
 
-def test_removed_role_annotation_is_a_service_account_finding(environment: Sandbox, dagbag: Any) -> None:
-    spec = environment.spec
+def remove_role_annotation(spec: EnvironmentSpec, objects: ClusterObjects) -> tuple[str, str]:
+    """Remove the first agent ServiceAccount's role annotation; its name and the ARN it had."""
     name = naming.agent_workloads(spec)[0].service_account
-    objects = cluster(environment)
     arn = objects.get("ServiceAccount", name, spec.namespace)["metadata"]["annotations"][ROLE_ARN_ANNOTATION]
     objects.patch("ServiceAccount", name, spec.namespace, {"metadata": {"annotations": {ROLE_ARN_ANNOTATION: None}}})
+    return name, arn
+
+
+def test_removed_role_annotation_is_a_service_account_finding(environment: Sandbox, dagbag: Any) -> None:
+    spec = environment.spec
+    objects = cluster(environment)
+    name, arn = remove_role_annotation(spec, objects)
     try:
         state, failed, report = drift_run(dagbag)
     finally:
@@ -160,10 +167,8 @@ def test_removed_role_annotation_is_a_service_account_finding(environment: Sandb
 
 def test_bootstrap_puts_back_a_removed_role_annotation(environment: Sandbox, dagbag: Any) -> None:
     spec = environment.spec
-    name = naming.agent_workloads(spec)[0].service_account
     objects = cluster(environment)
-    arn = objects.get("ServiceAccount", name, spec.namespace)["metadata"]["annotations"][ROLE_ARN_ANNOTATION]
-    objects.patch("ServiceAccount", name, spec.namespace, {"metadata": {"annotations": {ROLE_ARN_ANNOTATION: None}}})
+    name, arn = remove_role_annotation(spec, objects)
 
     assert bootstrap(dagbag, environment) == "success"
 
