@@ -1,10 +1,12 @@
 """Drift of Remote Execution Agents from their spec: one Dag per environment spec in include/environments/.
 
 Runs on the spec's `health.drift_schedule` (default daily) on the management Deployment. Each area
-is its own task, so the grid shows what drifted: the Helm release (chart version, values), the
-chart's objects (what the release's manifest sets, against the live objects: edits by hand), the
-agents' ServiceAccounts (IRSA role annotation), the IRSA roles (trust and permission policies) and
-the Secrets the chart references (present, token still live in Astro). A task fails with its
+is its own task, so the grid shows what drifted: the EKS cluster (Kubernetes version, node groups),
+its OIDC provider, the namespace's labels, the Helm release (chart version, values), the chart's
+objects (what the release's manifest sets, against the live objects: edits by hand), the agents'
+ServiceAccounts (IRSA role annotation), the IRSA roles (trust and permission policies), the Secrets
+the chart references (present, token still live in Astro) and the Deployment's Remote Execution
+settings (enabled, allowed IP ranges, task log bucket). A task fails with its
 findings; nothing is repaired here (the bootstrap Dag converges). Parsing reads only the spec files.
 
 Incident state: the Variable `remote_agents_drift__<env>__incident` holds the drifted resources of
@@ -33,16 +35,11 @@ from remote_agents.spec import EnvironmentSpec
 FINDINGS_KEY = "findings"
 
 
-def drift_areas(spec: EnvironmentSpec) -> list[str]:
-    """IRSA roles exist only for IRSA specs; every other area applies to every spec."""
-    return [area for area in drift.AREAS if area != drift.IRSA_ROLES or spec.irsa]
-
-
 def build_drift_dag(environment: EnvironmentFile) -> DAG:
     spec = environment.spec
     assert spec is not None
     access = cluster_kwargs(spec)
-    areas = drift_areas(spec)
+    areas = drift.areas_for(spec)
     with DAG(
         dag_id=f"remote_agents_drift__{spec.name}",
         schedule=CronTriggerTimetable(spec.health.drift_schedule, timezone="UTC"),

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from remote_agents import naming
+from remote_agents.hooks.astro import AstroHook
 from remote_agents.hooks.cluster import ClusterAccess
 from remote_agents.hooks.kubernetes import ClusterObjects
 from remote_agents.render.values import ROLE_ARN_ANNOTATION
@@ -212,3 +213,48 @@ def test_deleted_registry_secret_is_a_secrets_finding(environment: Sandbox, dagb
     finding = only_finding(report)
     assert finding["component"] == f"registry pull Secret {spec.namespace}/{spec.astro.registry_secret_name}"
     assert finding["problem"] == "missing"
+
+
+def test_hand_changes_to_cluster_oidc_namespace_and_astro_are_one_finding_each(environment: Sandbox, dagbag: Any) -> None:
+    spec = environment.spec
+    assert spec.eks is not None
+    eks = environment.aws.admin_client("eks", region_name=spec.eks.region)
+    iam = environment.aws.admin_client("iam")
+    group = spec.eks.node_groups[0]
+    issuer = eks.describe_cluster(name=spec.eks.name)["cluster"]["identity"]["oidc"]["issuer"]
+    provider_arn = next(p["Arn"] for p in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]
+                        if p["Arn"].endswith(issuer.removeprefix("https://")))
+    thumbprints = iam.get_open_id_connect_provider(OpenIDConnectProviderArn=provider_arn)["ThumbprintList"]
+    astro = AstroHook(spec.astro.connection_id, spec.astro.organization_id)
+    ranges = list(environment.astro.deployment(spec.astro.deployment_id).allowed_ip_address_ranges)
+    egress = next(r for r in ranges if r not in (spec.astro.allowed_ip_ranges or []))
+    objects = cluster(environment)
+
+    eks.update_nodegroup_config(clusterName=spec.eks.name, nodegroupName=group.name,
+                                scalingConfig={"minSize": group.min_size, "maxSize": group.max_size + 1,
+                                               "desiredSize": group.desired_size})
+    iam.update_open_id_connect_provider_thumbprint(OpenIDConnectProviderArn=provider_arn, ThumbprintList=["0" * 40])
+    objects.patch("Namespace", spec.namespace, None, {"metadata": {"labels": {naming.ENVIRONMENT_LABEL: None}}})
+    astro.update_remote_execution(spec.astro.deployment_id, allowed_ip_address_ranges=[r for r in ranges if r != egress])
+    try:
+        state, failed, report = drift_run(dagbag)
+    finally:
+        eks.update_nodegroup_config(clusterName=spec.eks.name, nodegroupName=group.name,
+                                    scalingConfig={"minSize": group.min_size, "maxSize": group.max_size,
+                                                   "desiredSize": group.desired_size})
+        iam.update_open_id_connect_provider_thumbprint(OpenIDConnectProviderArn=provider_arn, ThumbprintList=thumbprints)
+        objects.patch("Namespace", spec.namespace, None, {"metadata": {"labels": {naming.ENVIRONMENT_LABEL: spec.name}}})
+        astro.update_remote_execution(spec.astro.deployment_id, allowed_ip_address_ranges=ranges)
+
+    assert (state, failed) == ("failed", ["a_task_failed", "check_cluster", "check_namespace", "check_oidc_provider",
+                                          "check_remote_execution"])
+    found = {f["area"]: (f["component"], f["problem"], f["evidence"]) for f in report["findings"]}
+    assert len(report["findings"]) == len(found) == 4
+    assert found["cluster"] == (f"EKS node group {spec.eks.name}/{group.name}",
+                                "scalingConfig.maxSize differs from the spec", f"{group.max_size + 1} -> spec {group.max_size}")
+    assert found["oidc_provider"][1] == "has other thumbprints than the bootstrap sets"
+    assert found["namespace"] == (f"Namespace {spec.namespace}", f"label {naming.ENVIRONMENT_LABEL} differs from the spec",
+                                  f"(unset) -> spec {spec.name!r}")
+    assert found["remote_execution"] == (f"Astro Deployment {spec.astro.deployment_id}", f"does not allow {egress}",
+                                         f"allowed IP ranges: {', '.join(sorted(set(ranges) - {egress}))}")
+    assert drift_run(dagbag)[:2] == ("success", [])

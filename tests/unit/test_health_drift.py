@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -397,3 +398,118 @@ def test_untracked_credentials_secret_needs_only_its_keys() -> None:
                          token_id=None, token_live=None)
 
     assert drift.compare_secrets([credentials]) == []
+
+
+# -- cluster, OIDC provider, namespace, Remote Execution settings -------------------------------
+
+
+def live_cluster(spec: EnvironmentSpec, version: str | None = None, **group_changes: Any) -> tuple[drift.ClusterState, list[dict[str, Any]]]:
+    """The cluster as the bootstrap made it (``group_changes`` edit its first node group) and the requests."""
+    from remote_agents.render.cluster import build_eks_cluster_inputs
+
+    assert spec.eks is not None
+    requests = build_eks_cluster_inputs(spec)["nodegroup_requests"]
+    groups = tuple(drift.NodegroupState(**{
+        "name": r["nodegroupName"], "status": "ACTIVE", "scaling": {**r["scalingConfig"], "desiredSize": 7},
+        "instance_types": tuple(r["instanceTypes"]), "ami_type": r["amiType"], "disk_size": r["diskSize"],
+        "labels": {**r["labels"], "added-by": "someone"}, "tags": r["tags"], **(group_changes if i == 0 else {}),
+    }) for i, r in enumerate(requests))
+    return drift.ClusterState(spec.eks.name, version or spec.eks.kubernetes_version, "ACTIVE", groups), requests
+
+
+def compare_cluster(spec: EnvironmentSpec, live: drift.ClusterState, requests: list[dict[str, Any]]) -> list[Any]:
+    assert spec.eks is not None
+    return drift.compare_cluster(live, spec.eks.kubernetes_version, requests, naming.ownership_tags(spec))
+
+
+def test_cluster_as_bootstrapped_has_no_drift_whatever_the_autoscaler_made_of_desired_size(spec: EnvironmentSpec) -> None:
+    assert compare_cluster(spec, *live_cluster(spec)) == []
+
+
+def test_cluster_on_another_kubernetes_version_is_a_finding_whose_fix_is_a_deliberate_upgrade(spec: EnvironmentSpec) -> None:
+    (finding,) = compare_cluster(spec, *live_cluster(spec, version="1.32"))
+
+    assert finding.problem == "runs Kubernetes 1.32, the spec says 1.33"
+    assert "aws eks update-cluster-version --name remote-agents-sandbox --kubernetes-version 1.33" in finding.fix
+
+
+def test_each_node_group_field_that_differs_is_its_own_finding(spec: EnvironmentSpec) -> None:
+    live, requests = live_cluster(spec, instance_types=("m5.2xlarge",), scaling={"minSize": 0, "maxSize": 2},
+                                  status="DEGRADED")
+    findings = compare_cluster(spec, live, requests)
+
+    assert [(f.component, f.problem, f.evidence) for f in findings] == [
+        ("EKS node group remote-agents-sandbox/workers", "scalingConfig.minSize differs from the spec", "0 -> spec 1"),
+        ("EKS node group remote-agents-sandbox/workers", "instanceTypes differs from the spec",
+         '["m5.2xlarge"] -> spec ["m5.large"]'),
+        ("EKS node group remote-agents-sandbox/workers", "is DEGRADED, not ACTIVE", "describe_nodegroup health"),
+    ]
+    assert "update-nodegroup-config" in findings[0].fix and "cannot change it in place" in findings[1].fix
+
+
+def test_missing_cluster_and_missing_node_group_are_findings_a_bootstrap_repairs(spec: EnvironmentSpec) -> None:
+    live, requests = live_cluster(spec)
+    (gone,) = compare_cluster(spec, drift.ClusterState(live.name, None), requests)
+    (no_group,) = compare_cluster(spec, drift.ClusterState(live.name, live.version, "ACTIVE"), requests)
+
+    assert (gone.component, gone.problem) == ("EKS cluster remote-agents-sandbox", "missing")
+    assert (no_group.component, no_group.problem) == ("EKS node group remote-agents-sandbox/workers", "missing")
+    assert drift.BOOTSTRAP in gone.fix and drift.BOOTSTRAP in no_group.fix
+
+
+def test_a_node_group_of_ours_the_spec_dropped_is_a_finding_and_someone_elses_is_not(spec: EnvironmentSpec) -> None:
+    live, requests = live_cluster(spec)
+    ours = dataclasses.replace(live.nodegroups[0], name="old-workers")
+    theirs = dataclasses.replace(live.nodegroups[0], name="system", tags={"team": "platform"})
+    (finding,) = compare_cluster(spec, dataclasses.replace(live, nodegroups=(*live.nodegroups, ours, theirs)), requests)
+
+    assert (finding.component, finding.problem) == ("EKS node group remote-agents-sandbox/old-workers",
+                                                    "is ours but no longer in the spec")
+
+
+def test_oidc_provider_missing_or_without_the_sts_audience_is_a_finding() -> None:
+    ok = drift.OidcProviderState(ISSUER, True, ("sts.amazonaws.com",), ("abc",))
+    host = ISSUER.removeprefix("https://")
+
+    assert drift.compare_oidc_provider(ok, ["sts.amazonaws.com"], ["abc"]) == []
+    assert drift.compare_oidc_provider(drift.OidcProviderState(None, False), ["sts.amazonaws.com"], ["abc"]) == []
+    (missing,) = drift.compare_oidc_provider(drift.OidcProviderState(ISSUER, False), ["sts.amazonaws.com"], ["abc"])
+    (audience,) = drift.compare_oidc_provider(dataclasses.replace(ok, client_ids=()), ["sts.amazonaws.com"], ["abc"])
+    assert (missing.component, missing.problem) == (f"IAM OIDC provider {host}", "missing")
+    assert audience.problem == "does not accept the audience sts.amazonaws.com"
+
+
+def test_namespace_label_taken_off_is_a_finding_and_labels_added_by_others_are_not(spec: EnvironmentSpec) -> None:
+    from remote_agents.render.manifests import build_namespace
+
+    wanted = build_namespace(spec)["metadata"]["labels"]
+    extra = {**wanted, "istio-injection": "enabled"}
+    without = {k: v for k, v in wanted.items() if k != naming.ENVIRONMENT_LABEL}
+
+    assert drift.compare_namespace(drift.NamespaceState(spec.namespace, True, extra), wanted) == []
+    (finding,) = drift.compare_namespace(drift.NamespaceState(spec.namespace, True, without), wanted)
+    assert finding.evidence == "(unset) -> spec 'sandbox'" and "teardown finds our namespace" in finding.fix
+    (gone,) = drift.compare_namespace(drift.NamespaceState(spec.namespace, False), wanted)
+    assert gone.problem == "missing"
+
+
+def test_remote_execution_settings_are_compared_only_where_the_spec_manages_them() -> None:
+    live = drift.RemoteExecutionState("dep", True, ("10.0.0.1/32", "192.0.2.0/24"), "s3://logs/x", "p")
+    logs = {"taskLogBucket": "s3://logs/x", "taskLogUrlPattern": "p"}
+
+    assert drift.compare_remote_execution(live, None, None) == []
+    assert drift.compare_remote_execution(live, ["192.0.2.0/24"], logs) == []
+    (ranges,) = drift.compare_remote_execution(live, ["192.0.2.0/24", "203.0.113.9/32"], None)
+    assert ranges.problem == "does not allow 203.0.113.9/32"
+    (bucket,) = drift.compare_remote_execution(dataclasses.replace(live, task_log_bucket=None), None, logs)
+    assert bucket.problem == "remoteExecution.taskLogBucket differs from the spec"
+    (off,) = drift.compare_remote_execution(dataclasses.replace(live, enabled=False), ["192.0.2.0/24"], logs)
+    assert off.problem == "does not have Remote Execution enabled"
+
+
+def test_areas_follow_the_spec_kind_and_identity() -> None:
+    onprem = load_spec(ENVIRONMENTS / "onprem.yaml")
+    sandbox = load_spec(ENVIRONMENTS / "sandbox.yaml")
+
+    assert drift.areas_for(sandbox) == list(drift.AREAS)
+    assert drift.areas_for(onprem) == [a for a in drift.AREAS if a not in (drift.CLUSTER, drift.OIDC_PROVIDER, drift.IRSA_ROLES)]

@@ -6,9 +6,12 @@ difference (check ``diagnose.DRIFT``); an empty list means no drift. Nothing is 
 the fix of a finding names how (usually the bootstrap Dag; it skips helm when the release's values
 already match, so a chart object edited by hand needs its force_upgrade param).
 
-Areas, one drift task each: the Helm release (chart version and values), the chart's objects
-(each field the release's manifest sets, against the live object), the agents' ServiceAccounts (IRSA role annotation), the IRSA roles (trust, permission policy, anything else
-attached), and the Secrets the chart references (present, holding a token Astro still lists).
+Areas, one drift task each: the EKS cluster (Kubernetes version, node groups), its OIDC provider,
+the namespace (labels), the Helm release (chart version and values), the chart's objects (each
+field the release's manifest sets, against the live object), the agents' ServiceAccounts (IRSA role
+annotation), the IRSA roles (trust, permission policy, anything else attached), the Secrets the
+chart references (present, holding a token Astro still lists), and the Deployment's Remote
+Execution settings in Astro (enabled, allowed IP ranges, task log bucket).
 """
 
 from __future__ import annotations
@@ -26,12 +29,17 @@ from remote_agents.render.policies import normalize_policy
 from remote_agents.render.values import ROLE_ARN_ANNOTATION
 from remote_agents.spec import EnvironmentSpec
 
+CLUSTER = "cluster"
+OIDC_PROVIDER = "oidc_provider"
+NAMESPACE = "namespace"
 RELEASE = "release"
 CHART_OBJECTS = "chart_objects"
 SERVICE_ACCOUNTS = "service_accounts"
 IRSA_ROLES = "irsa_roles"
 SECRETS = "secrets"
-AREAS = (RELEASE, CHART_OBJECTS, SERVICE_ACCOUNTS, IRSA_ROLES, SECRETS)
+REMOTE_EXECUTION = "remote_execution"
+AREAS = (CLUSTER, OIDC_PROVIDER, NAMESPACE, RELEASE, CHART_OBJECTS, SERVICE_ACCOUNTS, IRSA_ROLES, SECRETS,
+         REMOTE_EXECUTION)
 
 BOOTSTRAP = "re-run remote_agents_bootstrap__<env>"
 FORCE_UPGRADE = f"{BOOTSTRAP} with force_upgrade=true (helm puts back what its manifest sets)"
@@ -50,7 +58,70 @@ _SECRET_ENV = re.compile(r"(?i)(password|passwd|token|secret_access_key|secret_k
 MAX_TEXT = 160
 
 
+def areas_for(spec: EnvironmentSpec) -> list[str]:
+    """The areas that apply to ``spec``: the cluster only when it is EKS, the OIDC provider and the
+    roles only with IRSA on EKS (IRSA roles with IRSA at all)."""
+    skipped = set()
+    if spec.eks is None:
+        skipped |= {CLUSTER, OIDC_PROVIDER}
+    if not spec.irsa:
+        skipped |= {OIDC_PROVIDER, IRSA_ROLES}
+    return [area for area in AREAS if area not in skipped]
+
+
 # -- live state ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodegroupState:
+    """A managed node group as EKS describes it (``describe_nodegroup``)."""
+
+    name: str
+    status: str
+    scaling: Mapping[str, int]
+    instance_types: tuple[str, ...]
+    ami_type: str | None
+    disk_size: int | None
+    labels: Mapping[str, str]
+    tags: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """The EKS cluster; ``version`` None means no such cluster."""
+
+    name: str
+    version: str | None
+    status: str | None = None
+    nodegroups: tuple[NodegroupState, ...] = ()
+
+
+@dataclass(frozen=True)
+class OidcProviderState:
+    """The IAM OIDC provider of the cluster's issuer; ``issuer`` None: no cluster, so no issuer."""
+
+    issuer: str | None
+    exists: bool
+    client_ids: tuple[str, ...] = ()
+    thumbprints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NamespaceState:
+    name: str
+    exists: bool
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RemoteExecutionState:
+    """The Deployment's ``remoteExecution`` settings as the Astro API returns them."""
+
+    deployment_id: str
+    enabled: bool
+    allowed_ip_ranges: tuple[str, ...] = ()
+    task_log_bucket: str | None = None
+    task_log_url_pattern: str | None = None
 
 
 @dataclass(frozen=True)
@@ -307,6 +378,130 @@ def compare_secrets(live: Iterable[SecretState]) -> list[Finding]:
             findings.append(Finding(DRIFT, component, f"token {secret.token_id} is revoked or expired in Astro",
                                     "the Astro API no longer lists it as live",
                                     f"{BOOTSTRAP} (a dead token is replaced; rotate_tokens=true replaces a live one)"))
+    return findings
+
+
+def compare_cluster(live: ClusterState, desired_version: str, desired_nodegroups: Iterable[Mapping[str, Any]],
+                    ownership: Mapping[str, str]) -> list[Finding]:
+    """The cluster's Kubernetes version and state, and each node group against
+    ``build_eks_cluster_inputs(spec)["nodegroup_requests"]``; node groups carrying ``ownership`` tags
+    that the spec no longer lists are findings too (they keep running, and costing)."""
+    component = f"EKS cluster {live.name}"
+    if live.version is None:
+        return [Finding(DRIFT, component, "missing", "describe_cluster finds no such cluster", BOOTSTRAP)]
+    findings = []
+    if live.version != desired_version:
+        findings.append(Finding(
+            DRIFT, component, f"runs Kubernetes {live.version}, the spec says {desired_version}", "describe_cluster",
+            "the bootstrap never changes a cluster's version: upgrade it deliberately (aws eks update-cluster-version "
+            f"--name {live.name} --kubernetes-version {desired_version}) or set cluster.kubernetes_version",
+        ))
+    if live.status != "ACTIVE":
+        findings.append(Finding(DRIFT, component, f"is {live.status}, not ACTIVE", "describe_cluster",
+                                "wait for the update in progress, or see the cluster's health in the EKS console"))
+    groups = {group.name: group for group in live.nodegroups}
+    wanted = {request["nodegroupName"]: request for request in desired_nodegroups}
+    for name, request in wanted.items():
+        findings.extend(_nodegroup_findings(live.name, name, groups.get(name), request))
+    for name in sorted(set(groups) - set(wanted)):
+        if all(groups[name].tags.get(key) == value for key, value in ownership.items()):
+            findings.append(Finding(
+                DRIFT, f"EKS node group {live.name}/{name}", "is ours but no longer in the spec",
+                "tagged with this environment's ownership tags",
+                f"delete it (aws eks delete-nodegroup --cluster-name {live.name} --nodegroup-name {name}) "
+                "or put it back in cluster.node_groups",
+            ))
+    return findings
+
+
+def _nodegroup_findings(cluster: str, name: str, live: NodegroupState | None,
+                        request: Mapping[str, Any]) -> list[Finding]:
+    component = f"EKS node group {cluster}/{name}"
+    if live is None:
+        return [Finding(DRIFT, component, "missing", "describe_nodegroup finds no such node group",
+                        f"{BOOTSTRAP} (it creates missing node groups)")]
+    scaling = request["scalingConfig"]
+    # desiredSize is left out: the cluster autoscaler moves it between minSize and maxSize.
+    have = {"scalingConfig.minSize": live.scaling.get("minSize"), "scalingConfig.maxSize": live.scaling.get("maxSize"),
+            "instanceTypes": list(live.instance_types), "amiType": live.ami_type, "diskSize": live.disk_size,
+            **{f"labels.{key}": live.labels.get(key) for key in request["labels"]}}
+    want = {"scalingConfig.minSize": scaling["minSize"], "scalingConfig.maxSize": scaling["maxSize"],
+            "instanceTypes": list(request["instanceTypes"]), "amiType": request["amiType"],
+            "diskSize": request["diskSize"], **{f"labels.{key}": value for key, value in request["labels"].items()}}
+    findings = []
+    for path, value in want.items():
+        if have[path] == value:
+            continue
+        if path.startswith("scalingConfig."):
+            fix = (f"aws eks update-nodegroup-config --cluster-name {cluster} --nodegroup-name {name} --scaling-config "
+                   f"minSize={scaling['minSize']},maxSize={scaling['maxSize']},desiredSize={scaling['desiredSize']}, "
+                   "or change the spec's node group (the bootstrap does not resize an existing one)")
+        elif path.startswith("labels."):
+            fix = (f"aws eks update-nodegroup-config --cluster-name {cluster} --nodegroup-name {name} "
+                   f"--labels addOrUpdateLabels={{{path.removeprefix('labels.')}={value}}}")
+        else:
+            fix = ("EKS cannot change it in place: add a node group with the spec's settings and delete this one, "
+                   "or put the live value in the spec")
+        findings.append(Finding(DRIFT, component, f"{path} differs from the spec",
+                                f"{_short(have[path])} -> spec {_short(value)}", fix))
+    if live.status != "ACTIVE":
+        findings.append(Finding(DRIFT, component, f"is {live.status}, not ACTIVE", "describe_nodegroup health",
+                                "see the node group's health issues in the EKS console (aws eks describe-nodegroup)"))
+    return findings
+
+
+def compare_oidc_provider(live: OidcProviderState, client_ids: Iterable[str], thumbprints: Iterable[str]) -> list[Finding]:
+    """The cluster issuer's IAM OIDC provider: present, with the audience IRSA tokens carry."""
+    if live.issuer is None:
+        return []  # the cluster area reports the cluster missing
+    component = f"IAM OIDC provider {live.issuer.removeprefix('https://')}"
+    if not live.exists:
+        return [Finding(DRIFT, component, "missing", "no IAM OIDC provider has the cluster's issuer URL",
+                        f"{BOOTSTRAP}; until then no agent can assume its IRSA role (sts:AssumeRoleWithWebIdentity fails)")]
+    findings = []
+    if missing := sorted(set(client_ids) - set(live.client_ids)):
+        findings.append(Finding(DRIFT, component, f"does not accept the audience {', '.join(missing)}",
+                                f"client ids: {', '.join(live.client_ids) or 'none'}",
+                                f"{BOOTSTRAP} (it adds the audience back); IRSA tokens carry this audience"))
+    if set(thumbprints) != set(live.thumbprints):
+        findings.append(Finding(DRIFT, component, "has other thumbprints than the bootstrap sets",
+                                f"{', '.join(live.thumbprints) or 'none'} -> spec {', '.join(thumbprints)}",
+                                f"{BOOTSTRAP} (it puts the thumbprint back)"))
+    return findings
+
+
+def compare_namespace(live: NamespaceState, desired_labels: Mapping[str, str]) -> list[Finding]:
+    """The agents' namespace and the labels the bootstrap gives it (labels added by others are kept)."""
+    component = f"Namespace {live.name}"
+    if not live.exists:
+        return [Finding(DRIFT, component, "missing", "the Kubernetes API has no such namespace",
+                        f"{BOOTSTRAP}; every agent object was in it")]
+    return [
+        Finding(DRIFT, component, f"label {key} differs from the spec", f"{_short(live.labels.get(key))} -> spec {_short(value)}",
+                f"{BOOTSTRAP} to put it back" + ("; teardown finds our namespace by this label"
+                                                  if key in (naming.OWNER_LABEL, naming.ENVIRONMENT_LABEL) else ""))
+        for key, value in sorted(desired_labels.items()) if live.labels.get(key) != value
+    ]
+
+
+def compare_remote_execution(live: RemoteExecutionState, required_ranges: Iterable[str] | None,
+                             task_logs: Mapping[str, str] | None) -> list[Finding]:
+    """The Deployment's Remote Execution settings: enabled; ``required_ranges`` (None: the spec does not
+    manage them) all allowed; the task log bucket and URL pattern as ``task_logs`` (None: not managed)."""
+    component = f"Astro Deployment {live.deployment_id}"
+    if not live.enabled:
+        return [Finding(DRIFT, component, "does not have Remote Execution enabled", "remoteExecution.enabled is false",
+                        "astro.deployment_id must name a Remote Execution Deployment; the agents cannot connect to this one")]
+    findings = []
+    if missing := sorted(set(required_ranges or ()) - set(live.allowed_ip_ranges)):
+        findings.append(Finding(DRIFT, component, f"does not allow {', '.join(missing)}",
+                                f"allowed IP ranges: {', '.join(sorted(live.allowed_ip_ranges)) or 'none'}",
+                                f"{BOOTSTRAP} (it adds them back); the agents' calls from there get 403"))
+    for key, have in (("taskLogBucket", live.task_log_bucket), ("taskLogUrlPattern", live.task_log_url_pattern)):
+        if task_logs is not None and have != task_logs[key]:
+            findings.append(Finding(DRIFT, component, f"remoteExecution.{key} differs from the spec",
+                                    f"{_short(have)} -> spec {_short(task_logs[key])}",
+                                    f"{BOOTSTRAP}; the Airflow UI shows the agents' task logs only with astro.show_task_logs' settings"))
     return findings
 
 

@@ -29,7 +29,18 @@ from remote_agents.health.diagnose import (
     TokenEvidence,
     WorkloadEvidence,
 )
-from remote_agents.health.drift import ChartObjectState, ReleaseState, RoleState, SecretState, ServiceAccountState
+from remote_agents.health.drift import (
+    ChartObjectState,
+    ClusterState,
+    NamespaceState,
+    NodegroupState,
+    OidcProviderState,
+    ReleaseState,
+    RemoteExecutionState,
+    RoleState,
+    SecretState,
+    ServiceAccountState,
+)
 from remote_agents.hooks.cluster import ClusterAccess, kubernetes_hook
 from remote_agents.hooks.deployment import AirflowRestClient, api_error
 from remote_agents.render.values import STATE_STORE_SINCE
@@ -487,6 +498,73 @@ def gather_secrets(spec: EnvironmentSpec, access: ClusterAccess) -> list[SecretS
     return states
 
 
+def gather_cluster(spec: EnvironmentSpec) -> ClusterState:
+    """The EKS cluster's version and state, and every node group it has (ours or not)."""
+    from remote_agents.hooks.aws import EksClusterHook
+
+    assert spec.eks is not None
+    eks = EksClusterHook(aws_conn_id=spec.aws_conn_id, region_name=spec.eks.region)
+    cluster = eks.cluster(spec.eks.name)
+    if cluster is None:
+        return ClusterState(spec.eks.name, None)
+    groups = []
+    for name in eks.nodegroup_names(spec.eks.name):
+        group = eks.nodegroup(spec.eks.name, name)
+        if group is not None:
+            groups.append(NodegroupState(
+                name, str(group.get("status")), dict(group.get("scalingConfig") or {}),
+                tuple(group.get("instanceTypes") or ()), group.get("amiType"), group.get("diskSize"),
+                dict(group.get("labels") or {}), dict(group.get("tags") or {}),
+            ))
+    return ClusterState(spec.eks.name, cluster.get("version"), cluster.get("status"), tuple(groups))
+
+
+def gather_oidc_provider(spec: EnvironmentSpec, issuer: str | None) -> OidcProviderState:
+    from remote_agents.hooks.aws import IamHook
+    from remote_agents.operators.irsa import issuer_host
+
+    if issuer is None:
+        return OidcProviderState(None, False)
+    provider = IamHook(aws_conn_id=spec.aws_conn_id).find_oidc_provider(issuer_host(issuer))
+    if provider is None:
+        return OidcProviderState(issuer, False)
+    return OidcProviderState(issuer, True, tuple(provider.get("ClientIDList") or ()),
+                             tuple(provider.get("ThumbprintList") or ()))
+
+
+def gather_namespace(spec: EnvironmentSpec, access: ClusterAccess) -> NamespaceState:
+    from remote_agents.hooks.kubernetes import ClusterObjects
+
+    namespace = ClusterObjects(access).get("Namespace", spec.namespace, None)
+    if namespace is None:
+        return NamespaceState(spec.namespace, False)
+    return NamespaceState(spec.namespace, True, dict(namespace["metadata"].get("labels") or {}))
+
+
+def gather_remote_execution(spec: EnvironmentSpec) -> RemoteExecutionState:
+    from remote_agents.hooks.astro import AstroHook
+
+    deployment = AstroHook(spec.astro.connection_id, spec.astro.organization_id).get_deployment(spec.astro.deployment_id)
+    settings = deployment.get("remoteExecution") or {}
+    return RemoteExecutionState(
+        spec.astro.deployment_id, bool(settings.get("enabled")), tuple(settings.get("allowedIpAddressRanges") or ()),
+        settings.get("taskLogBucket"), settings.get("taskLogUrlPattern"),
+    )
+
+
+def egress_ranges(spec: EnvironmentSpec) -> list[str]:
+    """The ``/32`` of the elastic IP of the NAT gateway the bootstrap made for this spec's VPC (none
+    when the spec brings its subnets, or the VPC is gone): the agents' calls to Astro leave from it."""
+    if spec.eks is None or spec.eks.subnet_ids:
+        return []
+    from remote_agents.hooks.aws import VpcHook
+    from remote_agents.render.cluster import build_vpc_plan
+
+    tags = {**naming.ownership_tags(spec), "Name": build_vpc_plan(spec)["nat_gateway"]["tags"]["Name"]}
+    addresses = VpcHook(aws_conn_id=spec.aws_conn_id, region_name=spec.eks.region).find("addresses", tags)
+    return [f"{address['PublicIp']}/32" for address in addresses if address.get("PublicIp")]
+
+
 def evaluate_drift(area: str, spec: EnvironmentSpec, access: ClusterAccess, identity: dict[str, str | None]) -> list[Finding]:
     """One drift area's findings: read it live, render the desired state, compare.
 
@@ -497,6 +575,30 @@ def evaluate_drift(area: str, spec: EnvironmentSpec, access: ClusterAccess, iden
     from remote_agents.render.values import build_values
 
     role_arns = desired_role_arns(spec, identity.get("account_id"))
+    if area == drift.CLUSTER:
+        from remote_agents.render.cluster import build_eks_cluster_inputs
+
+        assert spec.eks is not None
+        return drift.compare_cluster(gather_cluster(spec), spec.eks.kubernetes_version,
+                                     build_eks_cluster_inputs(spec)["nodegroup_requests"], naming.ownership_tags(spec))
+    if area == drift.OIDC_PROVIDER:
+        from remote_agents.operators.irsa import EKS_OIDC_THUMBPRINT, STS_AUDIENCE
+
+        return drift.compare_oidc_provider(gather_oidc_provider(spec, identity.get("oidc_issuer")),
+                                           [STS_AUDIENCE], [EKS_OIDC_THUMBPRINT])
+    if area == drift.NAMESPACE:
+        from remote_agents.render.manifests import build_namespace
+
+        return drift.compare_namespace(gather_namespace(spec, access), build_namespace(spec)["metadata"]["labels"])
+    if area == drift.REMOTE_EXECUTION:
+        from remote_agents.render.deployment import build_task_log_settings
+
+        ranges = spec.astro.allowed_ip_ranges
+        logs = build_task_log_settings(spec) if spec.astro.show_task_logs else None
+        return drift.compare_remote_execution(
+            gather_remote_execution(spec), None if ranges is None else [*ranges, *egress_ranges(spec)],
+            logs and {"taskLogBucket": logs["task_log_bucket"], "taskLogUrlPattern": logs["task_log_url_pattern"]},
+        )
     if area == drift.RELEASE:
         api_url, namespace = _reported_deployment(spec)
         desired = build_values(spec, role_arns=role_arns, deployment_api_url=api_url, deployment_namespace=namespace)
