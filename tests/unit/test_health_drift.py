@@ -513,3 +513,24 @@ def test_areas_follow_the_spec_kind_and_identity() -> None:
 
     assert drift.areas_for(sandbox) == list(drift.AREAS)
     assert drift.areas_for(onprem) == [a for a in drift.AREAS if a not in (drift.CLUSTER, drift.OIDC_PROVIDER, drift.IRSA_ROLES)]
+
+
+@pytest.mark.parametrize(("rendered", "live"), [("0.5", "500m"), ("1024Mi", "1Gi"), (1, "1"), ("2000m", "2"),
+                                                ("1e3", "1k")])
+def test_a_quantity_the_api_server_rewrote_in_canonical_form_is_not_drift(rendered: Any, live: Any) -> None:
+    manifest = {"spec": {"containers": [{"name": "worker", "resources": {"limits": {"cpu": rendered}}}]}}
+    current = {"spec": {"containers": [{"name": "worker", "resources": {"limits": {"cpu": live}}}]}}
+
+    assert drift.manifest_diff(current, manifest) == {}
+
+
+def test_a_changed_quantity_is_drift_and_a_quantity_like_string_elsewhere_is_compared_as_text() -> None:
+    manifest = {"spec": {"containers": [{"name": "worker", "resources": {"requests": {"memory": "2Gi"}}}]},
+                "metadata": {"labels": {"size": "1Gi"}}}
+    current = {"spec": {"containers": [{"name": "worker", "resources": {"requests": {"memory": "1Gi"}}}]},
+               "metadata": {"labels": {"size": "1024Mi"}}}
+
+    assert drift.manifest_diff(current, manifest) == {
+        "spec.containers.worker.resources.requests.memory": {"from": "1Gi", "to": "2Gi"},
+        "metadata.labels.size": {"from": "1024Mi", "to": "1Gi"},
+    }

@@ -20,6 +20,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from remote_agents import naming
@@ -285,7 +286,30 @@ def _subset_diff(live: Any, wanted: Any, path: str) -> dict[str, tuple[Any, Any]
             found.update(_subset_diff(have_item, want_item, f"{path}[{index}]"))
         return found
     # The API server omits fields set to their zero value ("", 0, false, empty), so absent is equal to them.
-    return {} if live == wanted or (live is None and not wanted) else {path: (live, wanted)}
+    if live == wanted or (live is None and not wanted):
+        return {}
+    # It also rewrites resource quantities in canonical form ("0.5" -> "500m", "1024Mi" -> "1Gi").
+    if _QUANTITY_PATH.search(path) and quantity(live) is not None and quantity(live) == quantity(wanted):
+        return {}
+    return {path: (live, wanted)}
+
+
+_QUANTITY_PATH = re.compile(r"(^|\.)resources\.(requests|limits)\.[^.]+$")
+_QUANTITY = re.compile(r"([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?")
+_SUFFIX = {"": 1, "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "k": 10**3, "M": 10**6,
+           "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+           **{suffix: 1024 ** power for power, suffix in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"), start=1)}}
+
+
+def quantity(value: Any) -> Decimal | None:
+    """A Kubernetes resource quantity's amount (``"500m"`` -> 0.5, ``"1Gi"`` -> 1073741824); None if it is not one."""
+    match = _QUANTITY.fullmatch(str(value)) if isinstance(value, (str, int, float)) else None
+    if not match:
+        return None
+    try:
+        return Decimal(match[1]) * _SUFFIX[match[2] or ""]
+    except InvalidOperation:
+        return None
 
 
 def compare_service_accounts(live: Iterable[ServiceAccountState], desired_role_arns: Mapping[str, str | None]) -> list[Finding]:
