@@ -22,6 +22,7 @@ from remote_agents.environments import (
     environments_folder,
     fail_run_when_a_task_failed,
     invalid_spec_dag,
+    project_root,
 )
 from remote_agents.operators.astro import (
     EnsureAgentTokenOperator,
@@ -234,7 +235,7 @@ def build_bootstrap_dag(environment: EnvironmentFile) -> DAG:
             task_id="helm_upgrade_install",
             release_name=spec.release_name,
             namespace=spec.namespace,
-            chart=spec.chart.path or spec.chart.name,
+            chart=str(project_root(__file__) / spec.chart.path) if spec.chart.path else spec.chart.name,
             chart_repo_url=None if spec.chart.path else spec.chart.repo_url,
             chart_version="{{ params.chart_version }}",
             values=values,

@@ -35,10 +35,20 @@ class EnvironmentFile:
         return self.declared_name or self.path.stem.replace("_", "-")
 
 
+def project_root(dag_file: str) -> Path:
+    """The project (the Dag bundle) a Dag file belongs to: the folder holding its ``dags/``.
+
+    Relative paths in a spec (``chart.path``) are resolved against it, never against the working
+    directory, which is the worker's and not the project's. The worker parses the Dag file from its
+    own copy of the bundle, so this is where the task finds the files.
+    """
+    return Path(dag_file).resolve().parents[1]
+
+
 def environments_folder(dag_file: str) -> Path:
-    """`$REMOTE_AGENTS_ENVIRONMENTS`, else `include/environments` next to the dags folder (Astro layout)."""
+    """`$REMOTE_AGENTS_ENVIRONMENTS`, else `include/environments` in the project (Astro layout)."""
     configured = os.environ.get(ENVIRONMENTS_VARIABLE)
-    return Path(configured) if configured else Path(dag_file).resolve().parents[1] / "include" / "environments"
+    return Path(configured) if configured else project_root(dag_file) / "include" / "environments"
 
 
 def environment_files(folder: Path) -> list[EnvironmentFile]:

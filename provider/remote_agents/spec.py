@@ -391,7 +391,7 @@ class ChartSpec(SpecModel):
     repo_url: Annotated[str, Field(description="Helm repository of the agent chart, without credentials.")] = DEFAULT_CHART_REPO_URL
     name: Annotated[str, Field(description="Chart name in that repository.")] = "astro-remote-execution-agent"
     version: Annotated[str, Field(description="Pinned chart version; decides version-dependent values (openLineage >= 2.2, stateStoreBackend >= 2.3).")] = "2.3.3"
-    path: Annotated[str | None, Field(description="A local chart directory (relative to the repository root) used instead of the repo")] = None
+    path: Annotated[str | None, Field(description="A local chart directory used instead of the repo; a relative path is resolved against the project (the folder holding `dags/` and `include/`), not the worker's working directory.")] = None
     open_lineage: Annotated[bool, Field(description="Send lineage to Astro (chart >= 2.2).")] = False
     open_lineage_conn_id: Annotated[ConnId, Field(description="Airflow Connection whose password is the Deployment API token lineage is sent with; the bootstrap copies it into the chart's API-key Secret.")] = "astro_openlineage"
     sentinel: Annotated[bool, Field(description="Run the Sentinel agent monitor (chart >= 1.2).")] = True

@@ -112,7 +112,10 @@ def test_airflow_cli_lists_no_import_errors(airflow_db: None) -> None:
     assert json.loads(listed.stdout.strip().splitlines()[-1]) == []
 
 
-def test_fresh_bootstrap_installs_agents_with_valid_values_live_tokens_and_exact_trust(dagbag: Any, clean: Sandbox) -> None:
+def test_fresh_bootstrap_installs_agents_with_valid_values_live_tokens_and_exact_trust(
+    dagbag: Any, clean: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a worker's working directory is not the project: chart.path is relative to the project
     state, tasks = bootstrap(dagbag, clean)
 
     assert state == "success", tasks
