@@ -54,7 +54,10 @@ Type the environment name `{name}` in *confirm* to run it; *dry run* lists what 
 
 def teardown_params(name: str) -> dict[str, Param]:
     return {
-        "confirm": Param("", type="string", title="Confirm", description=f"Type '{name}' to tear this environment down."),
+        # No default and `const`: the trigger form (and the REST API) refuse any other text, so a wrong
+        # environment cannot be torn down by a slip; the Dag has no schedule, so no default is needed.
+        "confirm": Param(type="string", const=name, title="Confirm",
+                         description=f"Type '{name}' to tear this environment down."),
         "dry_run": Param(False, type="boolean", title="Dry run", description="List what would be deleted; delete nothing."),
     }
 
@@ -81,7 +84,9 @@ def build_teardown_dag(environment: EnvironmentFile, specs: list[EnvironmentSpec
 
         @task
         def check_confirmation(**context: Any) -> None:
-            typed = context["params"]["confirm"]
+            """The trigger form already refuses another name; this guards a run made without params
+            (``[core] dag_run_conf_overrides_params = False``)."""
+            typed = context["params"].get("confirm")
             if typed != spec.name:
                 raise ValueError(f"confirm: got {typed!r}; type the environment name {spec.name!r} to tear it down")
 

@@ -250,13 +250,20 @@ def test_tokens_appear_in_no_log_xcom_serialized_dag_or_helm_values(
         assert [place for place, text in places.items() if secret in text] == []
 
 
-def test_teardown_refuses_a_wrong_confirmation(dagbag: Any, clean: Sandbox) -> None:
-    assert bootstrap(dagbag, clean)[0] == "success"
-    forget_requests(clean)
+def test_teardown_cannot_be_triggered_with_a_wrong_or_missing_confirmation(dagbag: Any, clean: Sandbox) -> None:
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
 
-    state, tasks = teardown(dagbag, confirm="production")
-
-    assert state == "failed" and tasks["check_confirmation"] == "failed"
+    dag = dagbag.get_dag(TEARDOWN)
+    params = ParamsDict(dag.params)  # what the trigger form and the REST API validate the run's conf with
+    for typed in ("production", "", None):
+        with pytest.raises(ParamValidationError):
+            params.update({"confirm": typed})
+            params.validate()
+    with pytest.raises(ParamValidationError):
+        teardown(dagbag, confirm="production")
+    params.update({"confirm": clean.spec.name})
+    assert params.validate()["confirm"] == clean.spec.name
     assert mutations(clean) == {"aws": [], "kubernetes": [], "astro": []}
 
 
