@@ -112,7 +112,7 @@ def rotate_until_deferred(sb: Sandbox) -> tuple[str, TaskDeferred]:
     old_id = agent_op().execute({})["token_id"]
     sb.kube.reset_counters()
     with pytest.raises(TaskDeferred) as deferred:
-        agent_op(rotate=True, restart_selector="app=astro-agent").execute({})
+        agent_op(rotate=True, restart_selector="app=astro-agent", deferrable=True).execute({})
     return old_id, deferred.value
 
 
@@ -246,6 +246,17 @@ def test_execute_complete_revokes_the_old_token_after_the_rollout(sb: Sandbox) -
     assert old_id in {t.id for t in sb.astro.revoked_tokens}
     assert sb.astro.is_live_agent_token(agent_token_in_secret(sb), DEP)
     assert actions(result) == ["created", "updated", "updated", "deleted"]
+
+
+def test_rotate_without_a_triggerer_waits_for_the_rollout_in_the_task_then_revokes_the_old_token(sb: Sandbox) -> None:
+    agent_deployment(sb)
+    old_id = agent_op().execute({})["token_id"]
+
+    result = agent_op(rotate=True, restart_selector="app=astro-agent", deferrable=False).execute({})
+
+    assert actions(result) == ["created", "updated", "updated", "deleted"]
+    assert old_id in {t.id for t in sb.astro.revoked_tokens}
+    assert sb.astro.is_live_agent_token(agent_token_in_secret(sb), DEP)
 
 
 def test_execute_complete_with_a_failed_event_raises_and_keeps_the_old_token(sb: Sandbox) -> None:

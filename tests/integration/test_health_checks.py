@@ -151,7 +151,8 @@ def test_selftest_operator_defers_with_the_run_to_poll(environment: Sandbox, spe
     from remote_agents.operators.selftest import SelfTestRunOperator
 
     operator = SelfTestRunOperator(task_id="run_selftest", nonce="n-defer", canary=contract.canary_name(spec.name), queues=["default", "heavy"],
-                                   deployment_conn_id=spec.astro.deployment_connection_id, timeout_seconds=60)
+                                   deployment_conn_id=spec.astro.deployment_connection_id, timeout_seconds=60,
+                                   deferrable=True)
     with pytest.raises(TaskDeferred) as deferred:
         operator.execute({})
 
@@ -163,21 +164,20 @@ def test_selftest_operator_defers_with_the_run_to_poll(environment: Sandbox, spe
     assert deferred.value.method_name == "execute_complete"
 
 
-def test_dag_run_trigger_yields_the_finished_run(environment: Sandbox, spec: EnvironmentSpec) -> None:
-    import asyncio
-
-    from remote_agents.triggers.dag_run import DagRunStateTrigger
+def test_selftest_operator_without_a_triggerer_waits_in_the_task_for_the_finished_run(
+    environment: Sandbox, spec: EnvironmentSpec
+) -> None:
+    from remote_agents.operators.selftest import SelfTestRunOperator
 
     canary = write_canary(spec, spec.aws_conn_id)
-    with DeploymentHook(spec.astro.deployment_connection_id).get_conn() as client:
-        run_id = client.trigger(contract.SELFTEST_DAG_ID, {"nonce": canary["nonce"], "canary": contract.canary_name(spec.name)})
-    trigger = DagRunStateTrigger(spec.astro.deployment_connection_id, contract.SELFTEST_DAG_ID, run_id,
-                                 deadline=time.time() + RUN_TIMEOUT, started_at=time.time(), poll_interval=0.5)
+    operator = SelfTestRunOperator(task_id="run_selftest", nonce=canary["nonce"], canary=contract.canary_name(spec.name),
+                                   queues=["default", "heavy"], deployment_conn_id=spec.astro.deployment_connection_id,
+                                   timeout_seconds=RUN_TIMEOUT, poll_interval=0.5, deferrable=False)
 
-    event = asyncio.run(anext(trigger.run()))
+    result = operator.execute({})  # the same DagRunStateTrigger, run in the task: no TaskDeferred
 
-    assert event.payload["status"] == "success" and event.payload["state"] == "success"
-    assert event.payload["run_id"] == run_id
+    assert (result["state"], result["timed_out"]) == ("success", False)
+    assert result["run_id"].startswith("manual__") and result["dag_id"] == contract.SELFTEST_DAG_ID
 
 
 def test_selftest_operator_raises_on_a_failed_wait_event(environment: Sandbox) -> None:

@@ -26,7 +26,14 @@ from remote_agents.errors import ClusterError, ConfigError
 from remote_agents.hooks.astro import AstroHook
 from remote_agents.hooks.kubernetes import ClusterObjects, object_ref
 from remote_agents.naming import environment_ownership_labels
-from remote_agents.operators.base import CLUSTER_TEMPLATE_FIELDS, ClusterOperator, as_bool, report_changes
+from remote_agents.operators.base import (
+    CLUSTER_TEMPLATE_FIELDS,
+    DEFAULT_DEFERRABLE,
+    ClusterOperator,
+    as_bool,
+    defer_or_wait,
+    report_changes,
+)
 from remote_agents.operators.kubernetes import (
     DEFAULT_REGISTRY,
     converge_object,
@@ -226,7 +233,7 @@ class _EnsureTokenSecretOperator(_AstroTokenOperator):
         changes, new_id = self.replace_token(objects, tokens, current, old_id)
         # The old token stays until the agents run with the new one (finish); any other is an orphan.
         changes.extend(self.revoke_unheld(tokens, {new_id, live_old_id}))
-        return self.finish(objects, tokens, changes, new_id, live_old_id)
+        return self.finish(context, objects, tokens, changes, new_id, live_old_id)
 
     def plan(self, current: dict[str, Any] | None, live_old_id: str | None) -> list[Change]:
         tokens = self.tokens()
@@ -255,7 +262,7 @@ class _EnsureTokenSecretOperator(_AstroTokenOperator):
         token_change = Change(tokens.resource(new_id), Action.CREATED, {"id": {"from": old_id, "to": new_id}})
         return [token_change, secret_change], new_id
 
-    def finish(self, objects: ClusterObjects, tokens: _Tokens, changes: list[Change], new_id: str,
+    def finish(self, context: Any, objects: ClusterObjects, tokens: _Tokens, changes: list[Change], new_id: str,
                live_old_id: str | None) -> dict[str, Any]:
         if live_old_id:
             changes.append(self.revoke_change(tokens, live_old_id))
@@ -285,7 +292,7 @@ class EnsureAgentTokenOperator(_EnsureTokenSecretOperator):
     A Secret holding a token Astro still lists is left alone (no writes). A missing Secret, or one
     whose token was revoked or expired, gets a new token. ``rotate=True`` creates a new token,
     replaces the Secret in one write, restarts the agent Deployments (``restart_selector`` and/or
-    ``restart_deployments``), waits deferred until they have rolled out, then revokes the old
+    ``restart_deployments``), waits until they have rolled out (deferred, or polling in the task), then revokes the old
     token, so running agents always hold a valid token. Whenever the token changes, the agent
     Deployments are restarted, since Pods read the Secret only when they start.
 
@@ -317,9 +324,11 @@ class EnsureAgentTokenOperator(_EnsureTokenSecretOperator):
         revoke_after_rollout: bool = True,
         rollout_timeout: float = 900.0,
         poll_interval: float = 5.0,
+        deferrable: bool = DEFAULT_DEFERRABLE,
         **kwargs: Any,
     ) -> None:
         super().__init__(secret_name=secret_name, **kwargs)
+        self.deferrable = deferrable
         self.restart_selector = restart_selector
         self.restart_deployments = restart_deployments
         self.revoke_after_rollout = revoke_after_rollout
@@ -345,7 +354,7 @@ class EnsureAgentTokenOperator(_EnsureTokenSecretOperator):
                                             dry_run=True)
         return plan
 
-    def finish(self, objects: ClusterObjects, tokens: _Tokens, changes: list[Change], new_id: str,
+    def finish(self, context: Any, objects: ClusterObjects, tokens: _Tokens, changes: list[Change], new_id: str,
                live_old_id: str | None) -> dict[str, Any]:
         restarted = restart_deployments(objects, self.namespace, selector=self.restart_selector,
                                         names=self.restart_deployments, dry_run=False)
@@ -362,23 +371,20 @@ class EnsureAgentTokenOperator(_EnsureTokenSecretOperator):
                 "the Astro UI (Deployment > Remote Agents > Tokens)"
             )
         if not (live_old_id and rolling and self.revoke_after_rollout):
-            return super().finish(objects, tokens, changes, new_id, live_old_id)
+            return super().finish(context, objects, tokens, changes, new_id, live_old_id)
         so_far = report_changes(self.log, changes, token_id=new_id, secret_name=self.secret_name)
         self.log.info("Waiting for %s to roll out before revoking token %s", ", ".join(rolling), live_old_id)
         from remote_agents.triggers.rollout import RolloutTrigger  # Airflow's trigger base: not at Dag parse
 
-        self.defer(
-            trigger=RolloutTrigger(
-                access=self.cluster_access.to_dict(),
-                namespace=self.namespace,
-                deployments=rolling,
-                deadline=time.time() + self.rollout_timeout,
-                poll_interval=self.poll_interval,
-                return_value={**so_far, "old_token_id": live_old_id},
-            ),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=self.rollout_timeout + 60),
+        trigger = RolloutTrigger(
+            access=self.cluster_access.to_dict(),
+            namespace=self.namespace,
+            deployments=rolling,
+            deadline=time.time() + self.rollout_timeout,
+            poll_interval=self.poll_interval,
+            return_value={**so_far, "old_token_id": live_old_id},
         )
+        return defer_or_wait(self, context, trigger, timedelta(seconds=self.rollout_timeout + 60))
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Revoke the old token once the agents run with the new one; on a failed rollout keep both live."""

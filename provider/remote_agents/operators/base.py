@@ -7,14 +7,24 @@ bootstrap Dag's summary reads these from every task to print one plan or one run
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Sequence
-from typing import Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
+from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseOperator
 
 from remote_agents.changes import Change
 from remote_agents.hooks.cluster import ClusterAccess
+
+if TYPE_CHECKING:
+    from airflow.triggers.base import BaseTrigger
+
+# The default of every operator's ``deferrable``, read as the amazon provider reads it: without a
+# triggerer (the setting off, as by default) every wait polls in the task instead.
+DEFAULT_DEFERRABLE = conf.getboolean("operators", "default_deferrable", fallback=False)
 
 CLUSTER_TEMPLATE_FIELDS = ("kubernetes_conn_id", "eks_cluster_name", "aws_conn_id", "region_name", "dry_run")
 
@@ -26,6 +36,20 @@ def as_bool(value: bool | str | None) -> bool:
             raise ValueError(f"expected a boolean, got {value!r}")
         return value.strip().lower() in ("true", "1")
     return bool(value)
+
+
+def defer_or_wait(operator: Any, context: Any, trigger: BaseTrigger, timeout: timedelta) -> Any:
+    """Hand ``trigger`` to the triggerer when ``operator.deferrable``; otherwise run the same trigger
+    in the task to its first event. Either way ``operator.execute_complete`` gets that event."""
+    if operator.deferrable:
+        operator.defer(trigger=trigger, method_name="execute_complete", timeout=timeout)
+    return operator.execute_complete(context, asyncio.run(first_event(trigger)))
+
+
+async def first_event(trigger: BaseTrigger) -> dict[str, Any] | None:
+    async for event in trigger.run():
+        return dict(event.payload)
+    return None
 
 
 def report_changes(log: logging.Logger | Any, changes: Iterable[Change], **facts: Any) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from remote_agents.changes import Action, Change, diff_values
 from remote_agents.errors import ClusterError, ConfigError
-from remote_agents.operators.base import AWS_TEMPLATE_FIELDS, AwsOperator, as_bool, report_changes
+from remote_agents.operators.base import AWS_TEMPLATE_FIELDS, DEFAULT_DEFERRABLE, AwsOperator, as_bool, report_changes
 from remote_agents.operators.irsa import delete_role, ensure_role
 from remote_agents.triggers.eks_progress import DONE, FAILED, Target, cluster_progress
 
@@ -59,7 +59,7 @@ class _EksOperator(AwsOperator):
     """Hooks and the wait (deferred or in-task) shared by the create and delete operators."""
 
     def __init__(
-        self, *, deferrable: bool | str = True, poll_interval: float = 30.0, max_attempts: int = 120, **kwargs: Any
+        self, *, deferrable: bool = DEFAULT_DEFERRABLE, poll_interval: float = 30.0, max_attempts: int = 120, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
         self.deferrable = deferrable
@@ -100,7 +100,7 @@ class _EksOperator(AwsOperator):
         if state == DONE:
             return
         result["stage"] = stage
-        if as_bool(self.deferrable):
+        if self.deferrable:
             from remote_agents.triggers.cluster import EksClusterStateTrigger
 
             self.log.info("%s; deferring until %s", message, target)
@@ -165,7 +165,7 @@ class EnsureEksClusterOperator(_EksOperator):
     """
 
     template_fields: Sequence[str] = (
-        *AWS_TEMPLATE_FIELDS, "cluster_request", "nodegroup_requests", "vpc_plan", "cluster_role", "node_role", "tags", "deferrable",
+        *AWS_TEMPLATE_FIELDS, "cluster_request", "nodegroup_requests", "vpc_plan", "cluster_role", "node_role", "tags",
         "create_if_missing", "wait_for_nodegroups",
     )
 
@@ -386,7 +386,7 @@ class WaitForEksNodegroupsOperator(_EksOperator):
         )
     """
 
-    template_fields: Sequence[str] = (*AWS_TEMPLATE_FIELDS, "cluster_name", "nodegroup_names", "deferrable")
+    template_fields: Sequence[str] = (*AWS_TEMPLATE_FIELDS, "cluster_name", "nodegroup_names")
 
     def __init__(self, *, cluster_name: str, nodegroup_names: Sequence[str] | Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -658,7 +658,7 @@ class DeleteEksClusterOperator(_EksOperator):
     """
 
     template_fields: Sequence[str] = (
-        *AWS_TEMPLATE_FIELDS, "cluster_name", "role_names", "tags", "delete_vpc", "needed_by", "deferrable",
+        *AWS_TEMPLATE_FIELDS, "cluster_name", "role_names", "tags", "delete_vpc", "needed_by",
     )
 
     def __init__(
@@ -767,7 +767,7 @@ class DeleteEksClusterOperator(_EksOperator):
         from remote_agents.triggers.vpc import NatGatewaysDeletedTrigger, wait_in_task
 
         result.update(stage="nat_gateways", nat_gateway_ids=nat_gateway_ids)
-        if as_bool(self.deferrable):
+        if self.deferrable:
             self.log.info("NAT gateways %s are deleting; deferring until they are deleted", nat_gateway_ids)
             self.defer(
                 trigger=NatGatewaysDeletedTrigger(

@@ -6,7 +6,6 @@ Each reads the release first and acts only on a difference, so a re-run makes no
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -29,7 +28,14 @@ from remote_agents.hooks.helm import (
     redact_data,
     redact_text,
 )
-from remote_agents.operators.base import CLUSTER_TEMPLATE_FIELDS, ClusterOperator, as_bool, report_changes
+from remote_agents.operators.base import (
+    CLUSTER_TEMPLATE_FIELDS,
+    DEFAULT_DEFERRABLE,
+    ClusterOperator,
+    as_bool,
+    defer_or_wait,
+    report_changes,
+)
 
 if TYPE_CHECKING:
     from remote_agents.triggers.rollout import RolloutTrigger
@@ -128,7 +134,7 @@ class HelmUpgradeInstallOperator(_HelmReleaseOperator):
         chart_repo_url: str | None = DEFAULT_CHART_REPO_URL,
         chart_version: str | None = None,
         force: bool | str = False,
-        deferrable: bool = True,
+        deferrable: bool = DEFAULT_DEFERRABLE,
         poll_interval: float = 5.0,
         **kwargs: Any,
     ) -> None:
@@ -194,9 +200,7 @@ class HelmUpgradeInstallOperator(_HelmReleaseOperator):
         trigger = self._rollout_trigger(release, facts)
         if trigger is None:
             return self._report(facts)
-        if self.deferrable:
-            self.defer(trigger=trigger, method_name="execute_complete", timeout=timedelta(seconds=self.timeout + 60))
-        return self.execute_complete(context, asyncio.run(_first_event(trigger)))
+        return defer_or_wait(self, context, trigger, timedelta(seconds=self.timeout + 60))
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
         event = event or {"status": "failed", "message": "the trigger sent no event"}
@@ -298,12 +302,6 @@ class HelmUpgradeInstallOperator(_HelmReleaseOperator):
         changes = [_change_from_dict(change) for change in facts.pop("changes", [])]
         facts.pop("previous_revision", None)
         return report_changes(self.log, changes, **facts)
-
-
-async def _first_event(trigger: RolloutTrigger) -> dict[str, Any]:
-    async for event in trigger.run():
-        return dict(event.payload)
-    return {"status": "failed", "message": "the rollout trigger ended without an event"}
 
 
 class HelmRollbackOperator(_HelmReleaseOperator):

@@ -11,10 +11,12 @@ from airflow.sdk import BaseOperator
 
 from remote_agents.health import contract
 from remote_agents.hooks.deployment import DeploymentApiError, DeploymentHook
+from remote_agents.operators.base import DEFAULT_DEFERRABLE, defer_or_wait
 
 
 class SelfTestRunOperator(BaseOperator):
-    """Trigger ``remote_agents_selftest`` through the Deployment's REST API, then wait in the triggerer.
+    """Trigger ``remote_agents_selftest`` through the Deployment's REST API, then wait for it to finish:
+    in the triggerer (``deferrable``), or polling in the task.
 
     The run's conf carries ``nonce`` (binds the canary digests and the log marker to this run) and
     ``queues`` (what the caller expects the self-test to cover). Waiting ends when the run finishes
@@ -49,9 +51,11 @@ class SelfTestRunOperator(BaseOperator):
         selftest_dag_id: str = contract.SELFTEST_DAG_ID,
         timeout_seconds: float | str = 300,
         poll_interval: float = 5.0,
+        deferrable: bool = DEFAULT_DEFERRABLE,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.deferrable = deferrable
         self.nonce = nonce
         self.canary = canary
         self.queues = queues
@@ -60,7 +64,7 @@ class SelfTestRunOperator(BaseOperator):
         self.timeout_seconds = timeout_seconds
         self.poll_interval = poll_interval
 
-    def execute(self, context: Any) -> None:
+    def execute(self, context: Any) -> dict[str, Any]:
         hook = DeploymentHook(self.deployment_conn_id)
         if not hook.call(f"looking up Dag {self.selftest_dag_id}", "dag_exists", self.selftest_dag_id):
             raise DeploymentApiError(
@@ -76,14 +80,11 @@ class SelfTestRunOperator(BaseOperator):
         timeout = float(self.timeout_seconds)
         from remote_agents.triggers.dag_run import DagRunStateTrigger  # Airflow's trigger base: not at Dag parse
 
-        self.defer(
-            trigger=DagRunStateTrigger(
-                deployment_conn_id=self.deployment_conn_id, dag_id=self.selftest_dag_id, run_id=run_id,
-                deadline=started + timeout, started_at=started, poll_interval=self.poll_interval,
-            ),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=timeout + 120),
+        trigger = DagRunStateTrigger(
+            deployment_conn_id=self.deployment_conn_id, dag_id=self.selftest_dag_id, run_id=run_id,
+            deadline=started + timeout, started_at=started, poll_interval=self.poll_interval,
         )
+        return defer_or_wait(self, context, trigger, timedelta(seconds=timeout + 120))
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
         if not event or event.get("status") not in ("success", "timeout"):
