@@ -37,6 +37,7 @@ from remote_agents.operators.kubernetes import EnsureConfigMapOperator, EnsureNa
 from remote_agents.render.cluster import build_eks_cluster_inputs
 from remote_agents.render.deployment import build_task_log_settings
 from remote_agents.spec import EnvironmentSpec
+from remote_agents.summary import record_failure
 
 log = logging.getLogger(__name__)
 DRY_RUN = "{{ params.dry_run }}"
@@ -101,6 +102,7 @@ def build_bootstrap_dag(environment: EnvironmentFile) -> DAG:
         max_active_runs=1,
         tags=["remote-agents", "bootstrap", spec.name],
         params=bootstrap_params(spec),
+        default_args={"on_failure_callback": record_failure},
         doc_md=DOC.format(name=spec.name, path=environment.path.name),
     ) as dag:
 
@@ -252,13 +254,23 @@ def build_bootstrap_dag(environment: EnvironmentFile) -> DAG:
         summary_sources = [t.task_id for t in work]
 
         @task(trigger_rule=TriggerRule.ALL_DONE)
-        def summary() -> str:
-            """The run's account, as markdown: every resource and its action, then the next step."""
-            from remote_agents.summary import planned_cluster_contents, pull_results, render_summary
+        def summary() -> dict[str, Any]:
+            """The run's account (XCom: structured; log: markdown): what failed and was not attempted,
+            every resource and its action, then the next step."""
+            from remote_agents.summary import (
+                build_report,
+                planned_cluster_contents,
+                pull_failures,
+                pull_results,
+                render_report,
+                run_states,
+            )
 
             context = get_current_context()
             dry_run = as_bool(context["params"]["dry_run"])
-            results = pull_results(context["ti"], summary_sources)
+            ti = context["ti"]
+            results = pull_results(ti, summary_sources)
+            states = run_states(ti, summary_sources)
             results["(in the new cluster)"] = planned_cluster_contents(spec, results.get("ensure_cluster", []))
             helm_result = next(iter(results["helm_upgrade_install"]), None) or {}
             role_arns = [r["role_arn"] for r in results.get("ensure_irsa_role", []) if r and r.get("role_arn")]
@@ -271,10 +283,10 @@ def build_bootstrap_dag(environment: EnvironmentFile) -> DAG:
                 if dry_run else
                 f"`remote_agents_health__{spec.name}` runs the self-tests now (scheduled on this environment's asset)."
             )
-            title = f"{'Plan (dry run)' if dry_run else 'Bootstrap'} of environment `{spec.name}`"
-            markdown = render_summary(title, results, facts, next_step)
-            print(markdown)
-            return markdown
+            report = build_report(kind="bootstrap", environment=spec.name, dry_run=dry_run, results=results,
+                                  states=states, failures=pull_failures(ti, states), facts=facts, next_step=next_step)
+            print(render_report(report))
+            return report
 
         @task(outlets=[asset])
         def announce_environment():  # noqa: ANN201 - yields asset metadata

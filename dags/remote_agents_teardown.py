@@ -33,6 +33,7 @@ from remote_agents.operators.irsa import DeleteIrsaRoleOperator, DeleteOidcProvi
 from remote_agents.operators.kubernetes import DeleteConfigMapOperator, DeleteNamespaceOperator, DeleteSecretOperator
 from remote_agents.operators.secrets_manager import DeleteOwnedSecretsOperator
 from remote_agents.spec import EnvironmentSpec
+from remote_agents.summary import record_failure
 
 DRY_RUN = "{{ params.dry_run }}"
 
@@ -79,6 +80,7 @@ def build_teardown_dag(environment: EnvironmentFile, specs: list[EnvironmentSpec
         max_active_runs=1,
         tags=["remote-agents", "teardown", spec.name],
         params=teardown_params(spec.name),
+        default_args={"on_failure_callback": record_failure},
         doc_md=DOC.format(name=spec.name),
     ) as dag:
 
@@ -205,13 +207,15 @@ def build_teardown_dag(environment: EnvironmentFile, specs: list[EnvironmentSpec
         sources = [t.task_id for t in dag.tasks]
 
         @task(trigger_rule=TriggerRule.ALL_DONE)
-        def summary() -> str:
-            from remote_agents.summary import pull_results, render_summary
+        def summary() -> dict[str, Any]:
+            """The run's account (XCom: structured; log: markdown), leading with what failed."""
+            from remote_agents.summary import build_report, pull_failures, pull_results, render_report, run_states
 
             context = get_current_context()
             dry_run = as_bool(context["params"]["dry_run"])
-            results = pull_results(context["ti"], sources)
-            title = f"{'Teardown plan (dry run)' if dry_run else 'Teardown'} of environment `{spec.name}`"
+            ti = context["ti"]
+            results = pull_results(ti, sources)
+            states = run_states(ti, sources)
             kept = {f"kept: {resource}": f"still used by {', '.join(users)}" for result in results.values()
                     for item in result if isinstance(item, dict) for resource, users in (item.get("kept") or {}).items()}
             kept.update({f"kept: {role}": f"also named by {', '.join(users)}" for role, users in needed.items()
@@ -223,9 +227,10 @@ def build_teardown_dag(environment: EnvironmentFile, specs: list[EnvironmentSpec
                              "and removed, run this teardown again to delete it.")
             else:
                 next_step = "nothing of this environment is left; the spec file can be removed."
-            markdown = render_summary(title, results, kept, next_step)
-            print(markdown)
-            return markdown
+            report = build_report(kind="teardown", environment=spec.name, dry_run=dry_run, results=results,
+                                  states=states, failures=pull_failures(ti, states), facts=kept, next_step=next_step)
+            print(render_report(report))
+            return report
 
         chain([namespace, *revoke, *aws_tasks, *settings_tasks, *leftovers], summary())
         fail_run_when_a_task_failed(dag)

@@ -19,6 +19,7 @@ from remote_agents import naming
 from remote_agents.health.gather import write_canary
 from remote_agents.hooks.astro import AstroHook
 from remote_agents.render.deployment import LOG_FILENAME_TEMPLATE
+from remote_agents.summary import render_report
 from sandbox.environment import Sandbox
 
 pytestmark = pytest.mark.sandbox
@@ -76,13 +77,18 @@ def secret_value(sandbox: Sandbox, name: str, key: str) -> str:
     return base64.b64decode(secret["data"][key]).decode()
 
 
-def last_summary(dag_id: str) -> str:
+def last_report(dag_id: str) -> dict[str, Any]:
+    """The structured summary (XCom) of the Dag's last run."""
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
     with create_session() as session:
         row = session.query(XComModel).filter_by(dag_id=dag_id, task_id="summary").order_by(XComModel.timestamp.desc()).first()
-        return str(row.value)
+        return dict(row.value)
+
+
+def last_summary(dag_id: str) -> str:
+    return render_report(last_report(dag_id))
 
 
 def held_token_id(sandbox: Sandbox, secret_name: str) -> str:
@@ -157,7 +163,10 @@ def test_dry_run_on_an_empty_environment_changes_nothing_and_plans_every_resourc
     assert state == "success", tasks
     assert mutations(clean) == {"aws": [], "kubernetes": [], "astro": []}
     assert clean.kube.list_objects("namespaces") == namespaces_before
-    plan = last_summary(BOOTSTRAP)
+    report = last_report(BOOTSTRAP)
+    assert (report["outcome"], report["tags"], report["failures"]) == ("planned", ["dry_run"], [])
+    plan = render_report(report)
+    assert plan.startswith("# Bootstrap plan (dry run: nothing was changed) of environment `sandbox`")
     for resource in ("eks:cluster/remote-agents-sandbox", "iam:role/sandbox-remote-agents", "k8s:Namespace/astro-agents",
                      "k8s:Secret/astro-agents/astro-agent-token", "helm:release/astro-agents/astro-agent"):
         assert f"`{resource}` | create" in plan, resource
@@ -175,6 +184,14 @@ def test_unready_release_fails_with_the_workload_and_reason_then_a_rerun_converg
     assert state == "failed" and tasks["helm_upgrade_install"] == "failed"
     output = capfd.readouterr().out
     assert worker in output and "ImagePullBackOff" in output
+    report = last_report(BOOTSTRAP)
+    (failure,) = report["failures"]
+    assert report["outcome"] == "failed" and failure["task_id"] == "helm_upgrade_install"
+    assert worker in failure["error"] and "ImagePullBackOff" in failure["error"]
+    summary = render_report(report)
+    assert summary.startswith("# Bootstrap of environment `sandbox` FAILED\n\n**Failed:**\n\n- `helm_upgrade_install`: ")
+    assert "Done before the failure: " in summary and "runs the self-tests now" not in summary
+    assert "then trigger `remote_agents_bootstrap__sandbox` again" in summary
     clean.kube.faults.clear()
     state, tasks = bootstrap(dagbag, clean)
     assert state == "success", tasks
@@ -198,6 +215,10 @@ def test_aws_throttling_fails_the_cluster_task_by_name_then_a_rerun_converges(
 
     assert state == "failed" and tasks["ensure_cluster"] == "failed"
     assert "CreateCluster" in capfd.readouterr().out
+    report = last_report(BOOTSTRAP)
+    assert [f["task_id"] for f in report["failures"]] == ["ensure_cluster"] and "CreateCluster" in report["failures"][0]["error"]
+    assert {"ensure_namespace", "helm_upgrade_install"} <= set(report["not_attempted"])
+    assert "**Not attempted** (a task before them failed): " in render_report(report)
     clean.aws.clear_faults()
     assert bootstrap(dagbag, clean)[0] == "success"
     iam = clean.aws.admin_client("iam")
