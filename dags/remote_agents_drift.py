@@ -28,6 +28,7 @@ from remote_agents.environments import (
     environment_files,
     environments_folder,
     fail_run_when_a_task_failed,
+    invalid_spec_dag,
 )
 from remote_agents.health import drift
 from remote_agents.spec import EnvironmentSpec
@@ -42,6 +43,8 @@ def build_drift_dag(environment: EnvironmentFile) -> DAG:
     areas = drift.areas_for(spec)
     with DAG(
         dag_id=f"remote_agents_drift__{spec.name}",
+        description=f"Compare the live state of {spec.name} with its spec",
+        dag_display_name=f"Drift {spec.name}",
         schedule=CronTriggerTimetable(spec.health.drift_schedule, timezone="UTC"),
         start_date=START,
         catchup=False,
@@ -134,6 +137,8 @@ def report_drift(spec: EnvironmentSpec, areas: list[str], ti: Any, run_id: str |
 
 
 for _environment in environment_files(environments_folder(__file__)):
-    if _environment.spec:
-        _dag = build_drift_dag(_environment)
-        globals()[_dag.dag_id] = _dag
+    _dag = (
+        build_drift_dag(_environment) if _environment.spec
+        else invalid_spec_dag(f"remote_agents_drift__{_environment.name}", _environment)
+    )
+    globals()[_dag.dag_id] = _dag

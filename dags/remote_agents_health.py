@@ -26,6 +26,7 @@ from remote_agents.environments import (
     environment_files,
     environments_folder,
     fail_run_when_a_task_failed,
+    invalid_spec_dag,
 )
 from remote_agents.health import contract, diagnose
 from remote_agents.operators.selftest import SelfTestRunOperator
@@ -58,6 +59,8 @@ def build_health_dag(environment: EnvironmentFile) -> DAG:
     access = cluster_kwargs(spec)
     with DAG(
         dag_id=f"remote_agents_health__{spec.name}",
+        description=f"Self-test the agents of {spec.name}: XCom, secrets, logging, identity, workloads",
+        dag_display_name=f"Health {spec.name}",
         schedule=AssetOrTimeSchedule(
             timetable=CronTriggerTimetable(spec.health.schedule, timezone="UTC"), assets=environment_asset(spec.name)
         ),
@@ -171,6 +174,8 @@ def report_health(spec: EnvironmentSpec, ti: Any, run_id: str | None) -> dict[st
 
 
 for _environment in environment_files(environments_folder(__file__)):
-    if _environment.spec:
-        _dag = build_health_dag(_environment)
-        globals()[_dag.dag_id] = _dag
+    _dag = (
+        build_health_dag(_environment) if _environment.spec
+        else invalid_spec_dag(f"remote_agents_health__{_environment.name}", _environment)
+    )
+    globals()[_dag.dag_id] = _dag

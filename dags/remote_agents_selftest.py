@@ -153,6 +153,8 @@ def build_queue_group(queue: str) -> None:
 
 with DAG(
     dag_id=DAG_ID,
+    description="Runs on the agents: proves XCom, secrets, logging and identity work (triggered by the health Dags)",
+    dag_display_name="Remote agents self-test",
     schedule=None,
     start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
     catchup=False,

@@ -74,6 +74,8 @@ def build_teardown_dag(environment: EnvironmentFile, specs: list[EnvironmentSpec
              "astro_conn_id": spec.astro.connection_id}
     with DAG(
         dag_id=f"remote_agents_teardown__{spec.name}",
+        description=f"Delete what the bootstrap of {spec.name} created (type the name to confirm)",
+        dag_display_name=f"Teardown {spec.name}",
         schedule=None,
         start_date=START,
         catchup=False,

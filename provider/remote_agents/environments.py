@@ -1,13 +1,15 @@
 """Finding the environment specs a Dag file turns into Dags: local files only, read at parse time.
 
 A spec that fails validation must not take the other environments' Dags down with it, so it is
-returned as its ConfigError; the Dag files turn it into a Dag whose only task reports the error.
+returned as its ConfigError; each Dag file turns it into a Dag whose only task reports the error
+(``invalid_spec_dag``), and ``dags/remote_agents_spec_errors.py``, which holds no Dag, raises them
+all so that they also reach Airflow's import-error view (``raise_spec_errors``).
 """
 
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import UTC, datetime
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from remote_agents.errors import ConfigError
 from remote_agents.spec import EnvironmentSpec, load_spec
 
 ENVIRONMENTS_VARIABLE = "REMOTE_AGENTS_ENVIRONMENTS"
-START = datetime(2025, 1, 1)
+START = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -121,9 +123,15 @@ def cluster_kwargs(spec: EnvironmentSpec) -> dict[str, Any]:
 
 def invalid_spec_dag(dag_id: str, environment: EnvironmentFile) -> DAG:
     """A spec that fails validation still shows up, as a Dag whose one task explains the problem."""
+    error = environment.error
+    assert error is not None
+    lines = "\n".join(f"- `{problem}`" for problem in error.problems)
     with DAG(
         dag_id=dag_id, schedule=None, start_date=START, catchup=False,
-        tags=["remote-agents", "invalid-spec"], doc_md=f"```\n{environment.error}\n```",
+        description=f"invalid spec {environment.path.name}: {error.problems[0]}"[:200],
+        dag_display_name=f"{dag_id} (invalid spec)",
+        tags=["remote-agents", "invalid-spec"],
+        doc_md=f"**Invalid spec** `{environment.path.name}` ({error.source}), nothing runs until it is fixed:\n\n{lines}\n",
     ) as dag:
 
         @task
@@ -132,6 +140,19 @@ def invalid_spec_dag(dag_id: str, environment: EnvironmentFile) -> DAG:
 
         invalid_spec()
     return dag
+
+
+class InvalidSpecsError(ConfigError):
+    """Raised by the spec-errors Dag file, so that Airflow lists each invalid spec as an import error."""
+
+
+def raise_spec_errors(environments: list[EnvironmentFile]) -> None:
+    """Raise one error listing every invalid spec's problems, one per line; nothing when all are valid."""
+    invalid = [environment for environment in environments if environment.error]
+    if invalid:
+        problems = [f"{environment.path.name}: {problem}" for environment in invalid
+                    for problem in environment.error.problems]  # type: ignore[union-attr]
+        raise InvalidSpecsError(problems, source=f"{len(invalid)} invalid environment spec(s); their Dags only report this")
 
 
 def fail_run_when_a_task_failed(dag: DAG) -> None:

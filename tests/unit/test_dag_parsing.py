@@ -20,6 +20,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
 SPEC_COUNT = 10
+SPEC_ERRORS = DAGS / "remote_agents_spec_errors.py"  # holds no Dag: it reports invalid specs as an import error
 
 BLOCK_NETWORK = '''
 import os, socket
@@ -66,7 +67,8 @@ from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(sys.argv[1])
 print(json.dumps({
     "dag_ids": sorted(bag.dag_ids),
-    "import_errors": {path: error.strip().splitlines()[-1] for path, error in bag.import_errors.items()},
+    "import_errors": {path: error.strip() for path, error in bag.import_errors.items()},
+    "docs": {dag_id: dag.doc_md for dag_id, dag in bag.dags.items()},
 }))
 '''
 
@@ -80,13 +82,8 @@ def write_specs(folder: Path, count: int) -> None:
         (folder / f"env-{index:02d}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
 
 
-@pytest.fixture(scope="module")
-def parsed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """DagBag of dags/ with 10 generated specs, parsed offline; plus every network attempt it made."""
-    work = tmp_path_factory.mktemp("parsing")
-    environments = work / "environments"
-    environments.mkdir()
-    write_specs(environments, SPEC_COUNT)
+def parse_offline(work: Path, environments: Path) -> dict[str, Any]:
+    """DagBag of dags/ over the specs in ``environments``, parsed offline; plus every network attempt it made."""
     site = work / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(BLOCK_NETWORK)
@@ -110,6 +107,16 @@ def parsed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {**json.loads(out.stdout.strip().splitlines()[-1]), "attempts": attempts.read_text().splitlines()}
 
 
+@pytest.fixture(scope="module")
+def parsed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """10 generated specs."""
+    work = tmp_path_factory.mktemp("parsing")
+    environments = work / "environments"
+    environments.mkdir()
+    write_specs(environments, SPEC_COUNT)
+    return parse_offline(work, environments)
+
+
 def test_the_network_blocker_refuses_connections(tmp_path: Path) -> None:
     (tmp_path / "sitecustomize.py").write_text(BLOCK_NETWORK)
     probe = "import socket\ntry:\n    socket.create_connection(('192.0.2.1', 80), timeout=1)\nexcept OSError as e:\n    print(e)"
@@ -124,7 +131,7 @@ def test_every_dag_file_imports_without_errors(parsed: dict[str, Any]) -> None:
 
 
 def test_each_dag_file_contributes_dags(parsed: dict[str, Any]) -> None:
-    prefixes = {path.stem for path in DAGS.glob("*.py")}
+    prefixes = {path.stem for path in DAGS.glob("*.py")} - {SPEC_ERRORS.stem}
     assert all(any(dag_id.startswith(prefix) for dag_id in parsed["dag_ids"]) for prefix in prefixes), parsed["dag_ids"]
 
 
@@ -135,3 +142,23 @@ def test_ten_specs_make_ten_bootstrap_dags(parsed: dict[str, Any]) -> None:
 
 def test_parsing_makes_no_network_call(parsed: dict[str, Any]) -> None:
     assert parsed["attempts"] == []
+
+
+def test_an_invalid_spec_keeps_every_dag_as_its_error_and_reaches_the_import_error_view(tmp_path: Path) -> None:
+    environments = tmp_path / "environments"
+    environments.mkdir()
+    write_specs(environments, 2)
+    bad = yaml.safe_load((environments / "env-00.yaml").read_text())
+    bad.update(name="broken", namespace="Not_A_Label", workers=[{"name": "w", "queue": "default", "replicas": 0}])
+    (environments / "broken.yaml").write_text(yaml.safe_dump(bad))
+
+    parsed = parse_offline(tmp_path, environments)
+
+    kinds = ("bootstrap", "teardown", "health", "drift")
+    assert {f"remote_agents_{kind}__{env}" for kind in kinds for env in ("env-00", "env-01", "broken")} <= set(parsed["dag_ids"])
+    doc = parsed["docs"]["remote_agents_health__broken"]
+    problems = [line for line in doc.splitlines() if line.startswith("- `")]
+    assert len(problems) == 2 and any("namespace" in p for p in problems) and any("replicas" in p for p in problems)
+    (path, error), = parsed["import_errors"].items()
+    assert path.endswith(SPEC_ERRORS.name)
+    assert error.count("broken.yaml: ") == 2 and "InvalidSpecsError" in error

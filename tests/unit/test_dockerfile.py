@@ -35,6 +35,18 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
             assert f"!{source}" in ignored or f"!{source}/" in ignored, f"{source} is copied but ignored"
 
 
+def test_the_image_holds_no_self_test_dag_and_no_sandbox_spec() -> None:
+    import pathspec
+
+    # Docker's rules: the last matching line wins, "!" re-includes (gitignore patterns read them alike).
+    ignore = pathspec.PathSpec.from_lines("gitignore", (ROOT / ".dockerignore").read_text().splitlines())
+    files = [str(p.relative_to(ROOT)) for folder in ("dags", "include") for p in (ROOT / folder).rglob("*") if p.is_file()]
+    shipped = {f for f in files if not ignore.match_file(f) and "__pycache__" not in f}
+
+    assert "dags/remote_agents_bootstrap.py" in shipped and "include/environments/tutorial.yaml" in shipped
+    assert "dags/remote_agents_selftest.py" not in shipped and "include/environments/sandbox.yaml" not in shipped
+
+
 def test_wheel_builds_and_installs_without_dependencies(tmp_path: Path) -> None:
     subprocess.run([str(BIN / "uv"), "build", "--wheel", "--out-dir", str(tmp_path), "-q"], cwd=ROOT, check=True)
     (wheel,) = tmp_path.glob("airflow_provider_remote_agents-*.whl")
