@@ -10,6 +10,7 @@ import importlib
 import inspect
 import json
 import pkgutil
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from remote_agents.spec import EnvironmentSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
+PARAM = re.compile(r":param (\w+):\s*(.*)")
 
 
 def _type_of(schema: dict[str, Any]) -> str:
@@ -88,17 +90,40 @@ def _operators() -> list[type[BaseOperator]]:
     return found
 
 
+def _split_params(doc: str | None) -> tuple[str, dict[str, str]]:
+    """A docstring's text without its ``:param`` lines, and what those lines say, by parameter."""
+    text: list[str] = []
+    params: dict[str, str] = {}
+    name = None
+    for line in inspect.cleandoc(doc or "").splitlines():
+        if match := PARAM.fullmatch(line):
+            name, params[match[1]] = match[1], match[2]
+        elif name and line.startswith(" "):  # a description goes on in indented lines
+            params[name] += " " + line.strip()
+        else:
+            name = None
+            text.append(line)
+    # :param lines taken from between two paragraphs leave two blank lines
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(text)).strip(), params
+
+
 def _parameters(cls: type[BaseOperator]) -> list[str]:
-    lines = []
-    for klass in cls.__mro__:
-        if klass is BaseOperator or not issubclass(klass, BaseOperator):
-            break
+    """The arguments of the operator and its base classes, each described where it is documented:
+    in the operator's docstring or, for an argument a base class shares, in the base class's."""
+    classes = cls.__mro__[: cls.__mro__.index(BaseOperator)]
+    described: dict[str, str] = {}
+    for klass in reversed(classes):
+        described.update(_split_params(klass.__doc__)[1])
+    lines, seen = [], set()
+    for klass in classes:
         for name, parameter in inspect.signature(klass.__init__).parameters.items():
-            if name in ("self", "kwargs", "args") or any(name in line for line in lines):
+            if name in ("self", "kwargs", "args") or name in seen:
                 continue
+            seen.add(name)
             default = "" if parameter.default is inspect.Parameter.empty else f" = `{parameter.default!r}`"
             annotation = parameter.annotation if isinstance(parameter.annotation, str) else getattr(parameter.annotation, "__name__", "")
-            lines.append(f"- `{name}`: `{annotation}`{default}")
+            description = f" — {described[name]}" if name in described else ""
+            lines.append(f"- `{name}`: `{annotation}`{default}{description}")
     return lines
 
 
@@ -114,7 +139,7 @@ def operator_reference() -> str:
     ]
     for cls in _operators():
         lines += [f"## {cls.__name__}", "", f"`{cls.__module__}.{cls.__name__}`", ""]
-        lines += [inspect.cleandoc(cls.__doc__ or ""), ""]
+        lines += [_split_params(cls.__doc__)[0], ""]
         lines += ["**Parameters**", "", *_parameters(cls), ""]
         lines += ["**Templated fields**: " + ", ".join(f"`{f}`" for f in cls.template_fields), ""]
     return "\n".join(lines).rstrip() + "\n"

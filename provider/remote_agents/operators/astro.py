@@ -126,6 +126,16 @@ class _AstroTokenOperator(ClusterOperator):
     Every token is created with one name per environment and Secret (``token_name``), so a token
     whose id no Secret holds (its run was killed between the create and the Secret write, or
     before it revoked a rotated token) is still found, and revoked, by the next run or teardown.
+
+    :param deployment_id: the Astro Deployment the token belongs to
+    :param namespace: the namespace of the Secret
+    :param secret_name: the Secret holding the token
+    :param environment: the environment's name: the Secret's ownership labels and the default ``token_name``
+    :param astro_conn_id: the ``astro`` Connection (Astro Platform API: host, API token, ``extra.organization_id``)
+    :param organization_id: overrides the Connection's ``extra.organization_id``
+    :param token_name: the token's name in Astro; None means ``remote-agents-<environment>`` (with
+        ``-registry`` appended for the image pull token). Every live token of this name that the
+        Secret does not hold is revoked as an orphan, so give no other token this name
     """
 
     tokens_class: ClassVar[type[_Tokens]]
@@ -185,7 +195,15 @@ class _AstroTokenOperator(ClusterOperator):
 
 
 class _EnsureTokenSecretOperator(_AstroTokenOperator):
-    """Create a token and write it into the Secret, unless the Secret already holds a live one."""
+    """Create a token and write it into the Secret, unless the Secret already holds a live one.
+
+    :param token_description: the description of a new token; None names the environment and the Secret
+    :param token_expiry_days: days until a new token expires; 0 means it never expires (templated: a
+        string is converted to an int)
+    :param rotate: replace a live token with a new one, then revoke the old one (templated: the
+        strings ``"True"``/``"False"`` are accepted)
+    :param labels: extra labels for the Secret, set whenever it is written; the ownership labels win
+    """
 
     secret_data_key: ClassVar[str]
     template_fields: Sequence[str] = (
@@ -306,6 +324,16 @@ class EnsureAgentTokenOperator(_EnsureTokenSecretOperator):
         )
 
     Returns ``{"changes": [...], "token_id": ..., "secret_name": ...}``: the token's id, never its value.
+
+    :param restart_selector: label selector of the agent Deployments in ``namespace`` to restart when
+        the token changes; ``rotate`` needs this or ``restart_deployments``
+    :param restart_deployments: names of agent Deployments in ``namespace`` to restart as well
+    :param revoke_after_rollout: after a rotation, revoke the old token only once the restarted
+        Deployments have rolled out; False revokes it right after the restart, without waiting
+    :param rollout_timeout: seconds the rollout may take; after that the task fails and both tokens stay live
+    :param poll_interval: seconds between two checks of the rollout
+    :param deferrable: wait for the rollout in the triggerer; defaults to ``[operators] default_deferrable``
+        (off unless set), and without it the same wait runs in the task (not templated)
     """
 
     tokens_class = _AgentTokens
@@ -423,6 +451,8 @@ class EnsureRegistrySecretOperator(_EnsureTokenSecretOperator):
         )
 
     Returns ``{"changes": [...], "token_id": ..., "secret_name": ...}``.
+
+    :param registry: the registry host the image pull Secret is for
     """
 
     tokens_class = _DeploymentApiTokens

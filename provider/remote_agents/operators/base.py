@@ -70,6 +70,11 @@ class AwsOperator(BaseOperator):
 
     ``aws_conn_id`` and ``region_name`` are spelled and defaulted as in the amazon provider; with
     ``dry_run=True`` nothing is changed and the plan is returned.
+
+    :param aws_conn_id: the Airflow AWS Connection; None uses boto3's default credentials
+    :param region_name: the AWS region; None takes the Connection's, else boto3's default
+    :param dry_run: report what would change and change nothing (templated: the strings
+        ``"True"``/``"False"`` are accepted)
     """
 
     template_fields: Sequence[str] = AWS_TEMPLATE_FIELDS
@@ -99,6 +104,11 @@ class ClusterOperator(AwsOperator):
     and ``region_name``) for EKS. With ``dry_run=True`` nothing is changed and the plan is returned;
     a dry run against an EKS cluster that does not exist yet is skipped: there is nothing to read,
     everything in the cluster would be created.
+
+    :param kubernetes_conn_id: a cncf-kubernetes Connection to an existing cluster; give this or
+        ``eks_cluster_name``, not both
+    :param eks_cluster_name: an EKS cluster, reached with a short-lived token made from ``aws_conn_id``
+        in ``region_name``
     """
 
     template_fields: Sequence[str] = CLUSTER_TEMPLATE_FIELDS

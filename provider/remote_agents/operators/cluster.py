@@ -56,7 +56,14 @@ def _described(cluster: dict[str, Any]) -> dict[str, Any]:
 
 
 class _EksOperator(AwsOperator):
-    """Hooks and the wait (deferred or in-task) shared by the create and delete operators."""
+    """Hooks and the wait (deferred or in-task) shared by the create and delete operators.
+
+    :param deferrable: wait for EKS (and NAT gateways) in the triggerer; defaults to ``[operators]
+        default_deferrable`` (off unless set), and without it the wait polls in the task (not templated)
+    :param poll_interval: seconds between two checks of what is being waited for
+    :param max_attempts: checks before a wait gives up, so one wait lasts at most ``poll_interval *
+        max_attempts`` seconds (an hour by default)
+    """
 
     def __init__(
         self, *, deferrable: bool = DEFAULT_DEFERRABLE, poll_interval: float = 30.0, max_attempts: int = 120, **kwargs: Any
@@ -133,14 +140,7 @@ class _EksOperator(AwsOperator):
 class EnsureEksClusterOperator(_EksOperator):
     """Create, or adopt and verify, an EKS cluster with its roles, VPC and managed node groups.
 
-    Inputs are plain data, as ``render.cluster.build_eks_cluster_inputs(spec)`` returns them:
-
-    - ``cluster_request``: ``EKS.create_cluster`` kwargs; a missing ``roleArn`` is filled from the
-      ensured ``cluster_role``, empty ``resourcesVpcConfig.subnetIds`` from the VPC of ``vpc_plan``.
-    - ``nodegroup_requests``: ``EKS.create_nodegroup`` kwargs; missing ``nodeRole`` / ``subnets`` are
-      filled from ``node_role`` and the VPC's private subnets.
-    - ``cluster_role`` / ``node_role``: ``{"role_name", "trust_policy", "managed_policy_arns"}``.
-    - ``tags``: ownership tags; our VPC parts and roles are found (and later deleted) by them.
+    Inputs are plain data, as ``render.cluster.build_eks_cluster_inputs(spec)`` returns them.
 
     Waits for ACTIVE deferred (``deferrable=True``) or in the task; with ``wait_for_nodegroups=False``
     it does not wait for the node groups (wait with ``WaitForEksNodegroupsOperator``). With
@@ -162,6 +162,24 @@ class EnsureEksClusterOperator(_EksOperator):
             poll_interval=60,
             **build_eks_cluster_inputs(spec),  # cluster_request, nodegroup_requests, vpc_plan, roles, tags, region
         )
+
+    :param cluster_request: ``EKS.create_cluster`` kwargs (``name`` and ``version`` required); a missing
+        ``roleArn`` is filled from the ensured ``cluster_role``, empty ``resourcesVpcConfig.subnetIds``
+        from the VPC of ``vpc_plan``
+    :param nodegroup_requests: ``EKS.create_nodegroup`` kwargs, one per managed node group; missing
+        ``nodeRole`` / ``subnets`` are filled from ``node_role`` and the node subnets (the VPC's
+        private subnets, or the subnets given)
+    :param vpc_plan: the VPC to create or adopt, as ``render.cluster.build_vpc_plan`` returns it; not
+        used when ``cluster_request`` gives subnets
+    :param cluster_role: ``{"role_name", "trust_policy", "managed_policy_arns"}`` of the cluster role,
+        ensured when ``cluster_request`` has no ``roleArn``
+    :param node_role: the same for the node role, ensured when a node group request has no ``nodeRole``
+    :param tags: the ownership tags (None: ``cluster_request["tags"]``); our VPC parts and roles carry
+        them and are found, and later deleted, by them
+    :param create_if_missing: False creates and changes nothing: the cluster must already exist and be
+        ACTIVE (templated: the strings ``"True"``/``"False"`` are accepted)
+    :param wait_for_nodegroups: False returns once the node groups are created, without waiting for
+        them to be ACTIVE (templated, as ``create_if_missing``)
     """
 
     template_fields: Sequence[str] = (
@@ -384,6 +402,10 @@ class WaitForEksNodegroupsOperator(_EksOperator):
         nodes = WaitForEksNodegroupsOperator(
             task_id="wait_for_nodegroups", cluster_name="my-cluster", nodegroup_names=cluster.output["nodegroup_names"],
         )
+
+    :param cluster_name: the EKS cluster the node groups belong to
+    :param nodegroup_names: the node groups to wait for, e.g. ``EnsureEksClusterOperator``'s
+        ``output["nodegroup_names"]`` (templated; an XComArg is resolved at run time)
     """
 
     template_fields: Sequence[str] = (*AWS_TEMPLATE_FIELDS, "cluster_name", "nodegroup_names")
@@ -654,6 +676,12 @@ class DeleteEksClusterOperator(_EksOperator):
             tags={"remote-agents:environment": "my-env", "remote-agents:managed-by": "remote-agents"},
         )
 
+    :param cluster_name: the EKS cluster to delete
+    :param tags: the ownership tags; only resources carrying every one of them are deleted (required,
+        not empty)
+    :param role_names: IAM roles to delete with the cluster (its cluster and node roles), if they carry ``tags``
+    :param delete_vpc: also delete the VPC parts carrying ``tags`` (templated: the strings
+        ``"True"``/``"False"`` are accepted)
     :param needed_by: the other environments that run on this cluster; while there are any, it is kept
     """
 

@@ -69,7 +69,14 @@ def _as_values(values: Any, task_id: str) -> dict[str, Any]:
 
 
 class _HelmReleaseOperator(ClusterOperator):
-    """What the Helm operators share: the release, the helm binary, the time helm may take."""
+    """What the Helm operators share: the release, the helm binary, the time helm may take.
+
+    :param release_name: the Helm release
+    :param namespace: the release's namespace
+    :param timeout: seconds each helm command may take (its ``--timeout``); an upgrade's rollout wait
+        has as long again
+    :param helm_binary: the helm 3 binary (>= 3.8, < 4), a path or a name on PATH; None means ``helm``
+    """
 
     def __init__(
         self, *, release_name: str, namespace: str, timeout: int = 600, helm_binary: str | None = None,
@@ -120,6 +127,18 @@ class HelmUpgradeInstallOperator(_HelmReleaseOperator):
             values=render_values.output,  # an XComArg: the dict from render/values.build_values
             timeout=900,
         )
+
+    :param values: the chart values as a dict, or an XComArg of one (templated: a Jinja string
+        renders to text unless the Dag sets ``render_template_as_native_obj=True``); no secrets
+    :param chart: the chart's name in ``chart_repo_url``, or a local chart directory when that is empty
+    :param chart_repo_url: the Helm repository; None or empty for a local chart
+    :param chart_version: the chart version, required for a repository chart; for a local chart, if
+        given, it must equal the chart's own version
+    :param force: upgrade even when chart and values already match, so helm puts back chart objects
+        edited by hand (templated: the strings ``"True"``/``"False"`` are accepted)
+    :param deferrable: wait for the rollout in the triggerer; defaults to ``[operators] default_deferrable``
+        (off unless set), and without it the same wait runs in the task (not templated)
+    :param poll_interval: seconds between two checks of the rollout
     """
 
     template_fields: Sequence[str] = (*RELEASE_TEMPLATE_FIELDS, "chart", "chart_repo_url", "chart_version", "values",
@@ -316,6 +335,9 @@ class HelmRollbackOperator(_HelmReleaseOperator):
             task_id="rollback_agents", kubernetes_conn_id="onprem_cluster",
             release_name="astro-agent", namespace="astro-agents", revision="{{ params.revision }}",
         )
+
+    :param revision: the revision to roll back to, as ``helm history`` lists it (templated: a string is
+        converted to an int)
     """
 
     template_fields: Sequence[str] = (*RELEASE_TEMPLATE_FIELDS, "revision")

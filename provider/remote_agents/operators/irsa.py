@@ -200,6 +200,14 @@ class EnsureOidcProviderOperator(_IamOperator):
             aws_conn_id="aws_admin",
             region_name="us-east-1",
         )
+
+    :param oidc_issuer: the cluster's OIDC issuer URL; None reads it from ``eks_cluster_name``
+    :param eks_cluster_name: the EKS cluster whose issuer to use when ``oidc_issuer`` is not given
+    :param client_ids: the audiences the provider must accept; missing ones are added, others kept
+    :param thumbprints: the provider's certificate thumbprints, set to exactly these; by default that
+        of the root CA of the EKS OIDC issuers
+    :param tags: tags of a new provider (an existing one keeps its tags); ``DeleteOidcProviderOperator``
+        deletes only a provider carrying its ownership tags
     """
 
     template_fields: Sequence[str] = (*AWS_TEMPLATE_FIELDS, "oidc_issuer", "eks_cluster_name", "client_ids", "thumbprints", "tags")
@@ -284,6 +292,20 @@ class EnsureIrsaRoleOperator(_IamOperator):
             permission_policy=build_permission_policy(spec, account_id),
             tags={"team": "data-platform"},
         )
+
+    :param role_name: the IAM role
+    :param permission_policy: the role's permissions: a policy document, kept as its inline policy
+        ``policy_name``
+    :param oidc_issuer: the cluster's OIDC issuer URL, for a trust built from ``service_account_subjects``
+    :param service_account_subjects: the ServiceAccounts the role trusts, each as
+        ``system:serviceaccount:<namespace>:<name>``
+    :param account_id: the AWS account of the OIDC provider in a built trust; None means the account
+        of ``aws_conn_id``
+    :param trust_policy: a ready trust policy document, used instead of one built from ``oidc_issuer``
+        and ``service_account_subjects``
+    :param policy_name: the name of the inline permission policy
+    :param tags: tags of the role (pass the ownership tags, by which ``DeleteIrsaRoleOperator`` finds it
+        ours); an existing role with none of these tag keys is adopted untagged
     """
 
     template_fields: Sequence[str] = (
@@ -345,6 +367,10 @@ class DeleteIrsaRoleOperator(_IamOperator):
 
         DeleteIrsaRoleOperator(task_id="delete_irsa_role", role_names=["prod-remote-agents"],
                                tags={"remote-agents:environment": "prod", "remote-agents:managed-by": "remote-agents"})
+
+    :param role_names: the IAM roles to delete
+    :param tags: the ownership tags a role must carry, every one with this value, to be deleted (required,
+        not empty)
     """
 
     template_fields: Sequence[str] = (*AWS_TEMPLATE_FIELDS, "role_names", "tags")
@@ -380,6 +406,11 @@ class DeleteOidcProviderOperator(_IamOperator):
         DeleteOidcProviderOperator(task_id="delete_oidc", eks_cluster_name="my-cluster",
                                    tags={"remote-agents:environment": "prod", "remote-agents:managed-by": "remote-agents"})
 
+    :param tags: the ownership tags a provider must carry, every one with this value, to be deleted
+        (required, not empty)
+    :param oidc_issuer: the issuer URL of the provider to delete
+    :param eks_cluster_name: the EKS cluster whose issuer to use when ``oidc_issuer`` is not given; with
+        neither, or once the cluster is gone, every provider carrying ``tags`` is deleted
     :param needed_by: the other environments whose agents assume roles through this provider
     """
 

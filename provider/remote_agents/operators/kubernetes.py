@@ -241,7 +241,12 @@ def connection_value(conn_id: str, field: str) -> str:
 
 
 class _KubernetesObjectOperator(ClusterOperator):
-    """Shared parameters: the namespace and the environment whose ownership labels mark our objects."""
+    """Shared parameters: the namespace and the environment whose ownership labels mark our objects.
+
+    :param namespace: the namespace of the object (for the namespace operators: the namespace itself)
+    :param environment: the environment's name; the objects we create carry its ownership labels, and
+        an object without them is never changed or deleted
+    """
 
     template_fields: Sequence[str] = (*CLUSTER_TEMPLATE_FIELDS, "namespace", "environment")
 
@@ -259,6 +264,11 @@ class _KubernetesObjectOperator(ClusterOperator):
 
 
 class _EnsureLabelledObjectOperator(_KubernetesObjectOperator):
+    """An object created with the ownership labels and any others asked for.
+
+    :param labels: extra labels for the object; the ownership labels win over any of the same key
+    """
+
     template_fields: Sequence[str] = (*_KubernetesObjectOperator.template_fields, "labels")
 
     def __init__(self, *, labels: Mapping[str, str] | None = None, **kwargs: Any) -> None:
@@ -332,6 +342,16 @@ class EnsureSecretOperator(_EnsureLabelledObjectOperator):
         )
 
     Returns ``{"changes": [...], "secret_name": ...}``; values in the diff are redacted.
+
+    :param secret_name: the Secret
+    :param source_conn_id: the Airflow Connection the value is read from
+    :param source_field: where in that Connection: ``password``, ``login`` or ``extra.<key>``
+    :param secret_key: the key of the value in a ``generic`` Secret
+    :param secret_type: ``generic`` (an Opaque Secret), ``dockerconfigjson`` (an image pull Secret) or
+        ``aws-credentials``
+    :param registry: the registry host of a ``dockerconfigjson`` Secret
+    :param registry_username: the registry user of a ``dockerconfigjson`` Secret (Astro's registry takes
+        ``cli`` with any Deployment API token)
     """
 
     template_fields: Sequence[str] = (
@@ -388,6 +408,10 @@ class EnsureConfigMapOperator(_EnsureLabelledObjectOperator):
         )
 
     Returns ``{"changes": [...], "configmap_name": ..., "sha256": ...}``.
+
+    :param configmap_name: the ConfigMap
+    :param source_path: the file to store, a path on the worker, read when the task runs
+    :param data_key: the ConfigMap key holding the file's text
     """
 
     template_fields: Sequence[str] = (
@@ -459,6 +483,8 @@ class DeleteSecretOperator(_DeleteOwnedObjectOperator):
 
         DeleteSecretOperator(task_id="delete_registry_secret", namespace="astro-agents", environment="prod",
                              secret_name="astro-registry", kubernetes_conn_id="kubernetes_default")
+
+    :param secret_name: the Secret to delete
     """
 
     kind = "Secret"
@@ -479,6 +505,8 @@ class DeleteConfigMapOperator(_DeleteOwnedObjectOperator):
 
         DeleteConfigMapOperator(task_id="delete_constraints", namespace="astro-agents", environment="prod",
                                 configmap_name="agents-pip-constraints", kubernetes_conn_id="kubernetes_default")
+
+    :param configmap_name: the ConfigMap to delete
     """
 
     kind = "ConfigMap"

@@ -36,6 +36,19 @@ class SelfTestRunOperator(BaseOperator):
             queues=["default", "gpu"],
             timeout_seconds=300,
         )
+
+    :param nonce: a value unique to this run, sent in the run's conf
+    :param canary: the Variable key and Connection id of the canary the self-test reads
+        (``contract.canary_name(environment)``), sent in the run's conf
+    :param queues: the queues the self-test is expected to cover, one name or a list, sent in the run's conf
+    :param deployment_conn_id: the ``http`` Connection to the Remote Execution Deployment's Airflow
+        REST API (host = its Airflow URL, password = a Deployment API token)
+    :param selftest_dag_id: the self-test Dag's id on that Deployment
+    :param timeout_seconds: seconds to wait for the run to finish (templated: a string is converted to a
+        number)
+    :param poll_interval: seconds between two checks of the run's state
+    :param deferrable: wait for the run in the triggerer; defaults to ``[operators] default_deferrable``
+        (off unless set), and without it the same wait runs in the task (not templated)
     """
 
     template_fields: Sequence[str] = ("deployment_conn_id", "selftest_dag_id", "nonce", "canary", "queues",
