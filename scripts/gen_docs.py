@@ -121,6 +121,8 @@ def _parameters(cls: type[BaseOperator]) -> list[str]:
                 continue
             seen.add(name)
             default = "" if parameter.default is inspect.Parameter.empty else f" = `{parameter.default!r}`"
+            if name == "deferrable":  # read from this machine's config at import: name the setting, not its value
+                default = " = `[operators] default_deferrable`"
             annotation = parameter.annotation if isinstance(parameter.annotation, str) else getattr(parameter.annotation, "__name__", "")
             description = f" — {described[name]}" if name in described else ""
             lines.append(f"- `{name}`: `{annotation}`{default}{description}")
