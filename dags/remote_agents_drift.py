@@ -16,6 +16,7 @@ the open incident (no secrets), so a drift is announced once and its end once, a
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from airflow.sdk import DAG, CronTriggerTimetable, TriggerRule, Variable, chain, task
@@ -31,10 +32,10 @@ from remote_agents.environments import (
     invalid_spec_dag,
 )
 from remote_agents.health import drift
+from remote_agents.health.diagnose import FINDINGS_KEY
 from remote_agents.spec import EnvironmentSpec
 
-FINDINGS_KEY = "findings"
-
+log = logging.getLogger(__name__)
 
 def build_drift_dag(environment: EnvironmentFile) -> DAG:
     spec = environment.spec
@@ -68,10 +69,11 @@ def build_drift_dag(environment: EnvironmentFile) -> DAG:
             @task(task_id=f"check_{area}")
             def check(identity: dict[str, str | None], ti: Any = None) -> list[dict[str, str]]:
                 """This area's live state compared with what the spec renders."""
+                from remote_agents.health.checks import fail_on
                 from remote_agents.health.gather import evaluate_drift
                 from remote_agents.hooks.cluster import ClusterAccess
 
-                return fail_on(evaluate_drift(area, spec, ClusterAccess(**access), identity), ti)
+                return fail_on(evaluate_drift(area, spec, ClusterAccess(**access), identity), ti, log, f"check_{area}")
 
             return check(identity)
 
@@ -85,18 +87,6 @@ def build_drift_dag(environment: EnvironmentFile) -> DAG:
         chain(checks, report())
         fail_run_when_a_task_failed(dag)
     return dag
-
-
-def fail_on(findings: list[Any], ti: Any) -> list[dict[str, str]]:
-    """Push the findings (the report reads them), then fail the task if there are any."""
-    payload = [finding.to_dict() for finding in findings]
-    ti.xcom_push(key=FINDINGS_KEY, value=payload)
-    if findings:
-        from remote_agents.errors import HealthCheckError
-        from remote_agents.health.diagnose import findings_text
-
-        raise HealthCheckError(findings_text(findings))
-    return payload
 
 
 def report_drift(spec: EnvironmentSpec, areas: list[str], ti: Any, run_id: str | None) -> dict[str, Any]:

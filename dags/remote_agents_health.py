@@ -36,21 +36,6 @@ log = logging.getLogger(__name__)
 
 SELFTEST_CHECKS = (diagnose.DEPLOYMENT_API, diagnose.QUEUES, diagnose.XCOM, diagnose.SECRETS, diagnose.LOGS,
                    diagnose.IDENTITY, diagnose.STATE_STORE, diagnose.DEFERRAL)
-FINDINGS_KEY = "findings"
-
-
-def fail_on(findings: list[diagnose.Finding], ti: Any) -> list[dict[str, str]]:
-    """Push the findings (the report reads them), then fail the task if any is an error; warnings are logged."""
-    payload = [finding.to_dict() for finding in findings]
-    ti.xcom_push(key=FINDINGS_KEY, value=payload)
-    errors = [finding for finding in findings if finding.severity == diagnose.ERROR]
-    for warning in (finding for finding in findings if finding.severity == diagnose.WARNING):
-        log.warning("%s", warning.message)
-    if errors:
-        from remote_agents.errors import HealthCheckError
-
-        raise HealthCheckError(diagnose.findings_text(errors))
-    return payload
 
 
 def build_health_dag(environment: EnvironmentFile) -> DAG:
@@ -82,18 +67,18 @@ def build_health_dag(environment: EnvironmentFile) -> DAG:
         @task
         def check_workloads(ti: Any = None) -> list[dict[str, str]]:
             """Agent Pods ready per component, restarts, the release's revision deployed with the spec's chart."""
-            from remote_agents.health.checks import evaluate_workloads
+            from remote_agents.health.checks import evaluate_workloads, fail_on
             from remote_agents.hooks.cluster import ClusterAccess
 
-            return fail_on(evaluate_workloads(spec, ClusterAccess(**access)), ti)
+            return fail_on(evaluate_workloads(spec, ClusterAccess(**access)), ti, log, "check_workloads")
 
         @task
         def check_agent_token(ti: Any = None) -> list[dict[str, str]]:
             """The agent and registry tokens in their Secrets are live in Astro, and not about to expire."""
-            from remote_agents.health.checks import evaluate_agent_token
+            from remote_agents.health.checks import evaluate_agent_token, fail_on
             from remote_agents.hooks.cluster import ClusterAccess
 
-            return fail_on(evaluate_agent_token(spec, ClusterAccess(**access)), ti)
+            return fail_on(evaluate_agent_token(spec, ClusterAccess(**access)), ti, log, "check_agent_token")
 
         canary = write_canary()
         selftest = SelfTestRunOperator(
@@ -119,9 +104,12 @@ def build_health_dag(environment: EnvironmentFile) -> DAG:
         def check_task(check: str) -> Any:
             @task(task_id=f"check_{check}")
             def run_check(collected: dict[str, Any], ti: Any = None) -> list[dict[str, str]]:
-                from remote_agents.health.checks import evaluate_selftest
+                from remote_agents.health.checks import evaluate_selftest, fail_on, verified
 
-                return fail_on(evaluate_selftest(spec, collected)[check], ti)
+                findings = fail_on(evaluate_selftest(spec, collected)[check], ti, log, f"check_{check}")
+                for line in verified(check, collected):
+                    log.info("verified %s", line)
+                return findings
 
             return run_check(evidence)
 
@@ -144,7 +132,7 @@ def report_health(spec: EnvironmentSpec, ti: Any, run_id: str | None) -> dict[st
     findings: list[dict[str, str]] = []
     unknown = []
     for task_id in task_ids:
-        pushed = ti.xcom_pull(task_ids=task_id, key=FINDINGS_KEY)
+        pushed = ti.xcom_pull(task_ids=task_id, key=diagnose.FINDINGS_KEY)
         if pushed is None:
             unknown.append(task_id)  # crashed before diagnosing (e.g. its system unreachable)
         findings.extend(pushed or [])

@@ -2,11 +2,14 @@
 
 ``evaluate_management`` reads the cluster and Astro; ``collect_selftest`` reads a self-test run and
 the management side's facts; ``evaluate_selftest`` turns them into findings per check. Findings are
-plain dicts in XCom (``Finding.to_dict``): no secret ever appears in them.
+plain dicts in XCom (``Finding.to_dict``): no secret ever appears in them. ``fail_on`` is how every
+check task (health and drift) ends: each finding logged on its own line, then a one-line failure.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -15,6 +18,38 @@ from remote_agents.health.diagnose import Finding, SelfTestEvidence
 from remote_agents.hooks.cluster import ClusterAccess
 from remote_agents.hooks.deployment import DeploymentApiError, DeploymentHook
 from remote_agents.spec import EnvironmentSpec
+
+def fail_on(findings: list[Finding], ti: Any, log: logging.Logger, what: str) -> list[dict[str, str]]:
+    """Push the findings (the report task reads them), log each on its own line, and fail the task
+    with a one-line summary if any is an error (warnings do not fail it).
+
+    ``AirflowFailException``: a finding is the check's answer, not a crash, so no traceback and no retry.
+    """
+    payload = [finding.to_dict() for finding in findings]
+    ti.xcom_push(key=diagnose.FINDINGS_KEY, value=payload)
+    errors = [finding for finding in findings if finding.severity == diagnose.ERROR]
+    for finding in findings:
+        (log.error if finding in errors else log.warning)("%s", finding.message)
+    if errors:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        more = f" (and {len(errors) - 1} more, each logged above)" if len(errors) > 1 else ""
+        raise AirflowFailException(f"{what}: {errors[0].component}: {errors[0].problem}{more}")
+    return payload
+
+
+def verified(check: str, collected: Mapping[str, Any]) -> list[str]:
+    """What a green self-test check verified, per queue, for its log: object keys, digests, ARNs."""
+    queues = (collected.get("selftest") or {}).get("queues") or {}
+    digest = str((collected.get("facts") or {}).get("canary_digest") or "")[:12]
+    lines = {
+        diagnose.XCOM: lambda q: f"XCom object {q.get('xcom_reference')} read back by the management side",
+        diagnose.SECRETS: lambda q: f"canary Variable and Connection read with digest {digest}…",
+        diagnose.LOGS: lambda q: f"log object {q.get('log_object_key')} in the log bucket holds the task's marker",
+        diagnose.IDENTITY: lambda q: f"the agent called AWS as {q.get('identity_arn')}",
+    }
+    describe = lines.get(check)
+    return [f"queue {name}: {describe(queue)}" for name, queue in sorted(queues.items())] if describe else []
 
 
 def evaluate_workloads(spec: EnvironmentSpec, access: ClusterAccess) -> list[Finding]:

@@ -41,6 +41,7 @@ _NOT_FOUND = re.compile(r"not found|does not exist|KeyError|AirflowNotFoundExcep
 
 ERROR = "error"
 WARNING = "warning"
+FINDINGS_KEY = "findings"  # the XCom key each check task pushes its findings under
 
 
 @dataclass(frozen=True)
