@@ -9,10 +9,12 @@ from typing import Any
 
 
 class WebhookSink:
-    """``start()``, point a Connection at ``url``, read ``messages``; ``fail_next(status)`` to refuse one."""
+    """``start()``, point a Connection at ``url``, read ``messages`` (and each one's request ``headers``);
+    ``fail_next(status)`` to refuse one."""
 
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
         self._failures: list[int] = []
         self._server: ThreadingHTTPServer | None = None
@@ -32,7 +34,7 @@ class WebhookSink:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status = sink._take_failure()
                 if status is None:
-                    sink._record(json.loads(body or b"null"))
+                    sink._record(json.loads(body or b"null"), dict(self.headers.items()))
                 self.send_response(status or 200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -53,15 +55,17 @@ class WebhookSink:
     def clear(self) -> None:
         with self._lock:
             self.messages.clear()
+            self.headers.clear()
             self._failures.clear()
 
     def fail_next(self, status: int = 500) -> None:
         with self._lock:
             self._failures.append(status)
 
-    def _record(self, message: Any) -> None:
+    def _record(self, message: Any, headers: dict[str, str]) -> None:
         with self._lock:
             self.messages.append(message)
+            self.headers.append(headers)
 
     def _take_failure(self) -> int | None:
         with self._lock:

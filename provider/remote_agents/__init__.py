@@ -30,6 +30,7 @@ def get_provider_info() -> dict[str, Any]:
         "operators": _modules("operators", ["astro", "cluster", "helm", "irsa", "kubernetes", "secrets_manager", "selftest"]),
         "hooks": _modules("hooks", ["astro", "aws", "cluster", "deployment", "helm", "kubernetes"]),
         "triggers": _modules("triggers", ["cluster", "dag_run", "rollout", "vpc"]),
+        "notifications": ["remote_agents.notifiers.HealthNotifier"],
         "connection-types": [
             {
                 "hook-class-name": "remote_agents.hooks.astro.AstroHook",

@@ -1,10 +1,10 @@
-"""Health notifications through Airflow notifiers: a Slack incoming webhook or a generic HTTP webhook.
+"""Health notifications through the http provider's stock ``HttpNotifier``: Slack or a webhook.
 
 ``HealthNotifier`` posts one message per incident (the failed checks) and one on recovery; the
-health Dag decides when (``incident_transition``), so a healthy run sends nothing. The webhook URL
-lives in a Connection: for ``webhook``, host (with schema/port, or a full URL) and an optional
-``extra.headers``; for ``slack``, the incoming-webhook URL in password (or host). The URL is masked
-as soon as it is read, since a Slack webhook URL is itself a credential.
+health and drift Dags decide when (``incident_transition``), so a healthy run sends nothing. The
+Connection is an ``http`` Connection as ``HttpHook`` reads it: host = the URL (with its scheme, or
+host + schema + port), extra = request headers. For ``slack`` the host is the app's incoming-webhook
+URL. The URL is masked before the request is made, since a Slack webhook URL is itself a credential.
 """
 
 from __future__ import annotations
@@ -12,21 +12,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-import httpx
-from airflow.sdk import BaseHook, BaseNotifier
-from airflow.sdk.log import mask_secret
+from airflow.providers.http.notifications.http import HttpNotifier
 
 from remote_agents.errors import ConfigError, HealthCheckError
 
 NotifierKind = Literal["slack", "webhook"]
 
 
-class HealthNotifier(BaseNotifier):
-    """Send a health incident or recovery to Slack or an HTTP webhook.
+class HealthNotifier(HttpNotifier):
+    """Send a health incident or recovery to Slack or an HTTP webhook, as a POST of JSON.
 
-    :param kind: ``slack`` (posts ``{"text": ...}``) or ``webhook`` (posts the whole ``payload`` plus ``text``)
-    :param connection_id: the Connection holding the URL
-    :param text: the message (templated)
+    :param kind: ``slack`` (posts ``{"text": ...}``, Slack's incoming-webhook body) or ``webhook``
+        (posts the whole ``payload`` plus ``text``)
+    :param connection_id: the ``http`` Connection whose host is the URL (extra: headers)
+    :param text: the message (templated, as the whole body is)
     :param payload: structured fields for webhooks (status, environment, findings); never secrets
 
     Usage in a custom Dag (as a callback, or called from a task with its context)::
@@ -35,53 +34,35 @@ class HealthNotifier(BaseNotifier):
                                            text="{{ dag.dag_id }} failed in {{ run_id }}")
     """
 
-    template_fields = ("text",)
-
     def __init__(self, *, kind: NotifierKind, connection_id: str, text: str,
-                 payload: Mapping[str, Any] | None = None, timeout: float = 15.0) -> None:
-        super().__init__()
+                 payload: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        body = {"text": text} if kind == "slack" else {**(payload or {}), "text": text}
+        super().__init__(http_conn_id=connection_id, json=body, **kwargs)
         self.kind = kind
-        self.connection_id = connection_id
-        self.text = text
-        self.payload = dict(payload or {})
-        self.timeout = timeout
-
-    def url(self) -> str:
-        conn = BaseHook.get_connection(self.connection_id)
-        if self.kind == "slack" and conn.password:
-            url = conn.password
-        else:
-            host = (conn.host or "").rstrip("/")
-            if not host:
-                raise ConfigError([f"host: connection {self.connection_id!r} has no URL; set it to the webhook URL"],
-                                  source=f"connection {self.connection_id}")
-            if "://" not in host:
-                host = f"{conn.schema or 'https'}://{host}" + (f":{conn.port}" if conn.port else "")
-            url = host
-        mask_secret(url)
-        return url
-
-    def body(self) -> dict[str, Any]:
-        if self.kind == "slack":
-            return {"text": self.text}
-        return {**self.payload, "text": self.text}
 
     def notify(self, context: Any) -> None:
-        conn = BaseHook.get_connection(self.connection_id)
-        headers = dict(conn.extra_dejson.get("headers") or {}) if self.kind == "webhook" else {}
+        from airflow.providers.common.compat.sdk import AirflowException
+        from airflow.sdk.log import mask_secret
+        from requests import RequestException
+
+        url = self.hook.url_from_endpoint(None)
+        if "://" not in url or url.endswith("://"):
+            raise ConfigError([f"host: connection {self.http_conn_id!r} has no URL; set it to the webhook URL"],
+                              source=f"connection {self.http_conn_id}")
+        mask_secret(url)
         try:
-            response = httpx.post(self.url(), json=self.body(), headers=headers, timeout=self.timeout)
-        except httpx.TransportError as error:
+            super().notify(context)
+        except RequestException as error:
             raise HealthCheckError(
-                f"{self.kind} notification via connection {self.connection_id!r} could not be sent "
+                f"{self.kind} notification via connection {self.http_conn_id!r} could not be sent "
                 f"({type(error).__name__}); check the URL in the connection and the network path"
             ) from None
-        if response.is_error:
+        except AirflowException as error:  # HttpHook's "<status>:<reason>" for a refusal
             raise HealthCheckError(
-                f"{self.kind} notification via connection {self.connection_id!r} was refused: HTTP "
-                f"{response.status_code}; check the webhook URL (Slack: the app's incoming webhook is still active)"
-            )
-        self.log.info("Sent %s notification via %s", self.kind, self.connection_id)
+                f"{self.kind} notification via connection {self.http_conn_id!r} was refused ({error}); check the "
+                "webhook URL (Slack: the app's incoming webhook is still active)"
+            ) from None
+        self.log.info("Sent %s notification via %s", self.kind, self.http_conn_id)
 
 
 def incident_transition(previous: Mapping[str, Any] | None, failed_checks: Sequence[str]) -> str | None:
