@@ -184,7 +184,7 @@ def test_without_the_nodegroup_wait_it_returns_at_creation_and_the_wait_operator
     assert result["nodegroup_names"] == ["workers"]
     assert eks.describe_nodegroup(clusterName="remote-agents-sandbox", nodegroupName="workers")["nodegroup"]["status"] == "CREATING"
     wait = WaitForEksNodegroupsOperator(task_id="wait", cluster_name="remote-agents-sandbox",
-                                        nodegroup_names=result["nodegroup_names"], poll_interval=0.5)
+                                        nodegroup_names=result["nodegroup_names"], poll_interval=0.5, deferrable=True)
     with pytest.raises(TaskDeferred) as deferred:
         wait.execute({})
     _, kwargs = deferred.value.trigger.serialize()

@@ -57,3 +57,19 @@ def test_default_deferrable_on_makes_every_waiting_operator_defer_by_default() -
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout
 
     assert out.splitlines() == [f"{cls.__name__} {{True}}" for cls in WAITING]
+
+
+def test_aws_settings_reach_every_hook_an_operator_makes_as_in_the_amazon_provider() -> None:
+    from remote_agents.hooks.aws import VpcHook
+    from remote_agents.operators.base import AwsOperator
+    from remote_agents.operators.secrets_manager import DeleteOwnedSecretsOperator
+
+    operator = DeleteOwnedSecretsOperator(task_id="t", secret_ids=["x"], tags={"k": "v"}, aws_conn_id=None,
+                                          region_name="eu-west-1", verify=False,
+                                          botocore_config={"retries": {"max_attempts": 1, "mode": "standard"}})
+    client = operator.aws_hook(VpcHook).conn
+
+    assert client.meta.region_name == "eu-west-1" and client._endpoint.http_session._verify is False
+    assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": 2}  # botocore: max_attempts 1 = 1 retry
+    assert all(field in cls.template_fields for cls in OPERATORS if issubclass(cls, AwsOperator)
+               for field in ("aws_conn_id", "region_name", "verify"))

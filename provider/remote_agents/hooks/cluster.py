@@ -39,6 +39,8 @@ class ClusterAccess:
     eks_cluster_name: str | None = None
     aws_conn_id: str | None = "aws_default"
     region_name: str | None = None
+    verify: bool | str | None = None  # as in the amazon provider's hooks, for the EKS calls
+    botocore_config: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if bool(self.kubernetes_conn_id) == bool(self.eks_cluster_name):
@@ -69,7 +71,8 @@ def _eks_endpoint(access: ClusterAccess) -> _EksEndpoint:
     from airflow.providers.amazon.aws.utils.eks_get_token import fetch_access_token_for_cluster
 
     assert access.eks_cluster_name is not None
-    hook = EksHook(aws_conn_id=access.aws_conn_id, region_name=access.region_name)
+    hook = EksHook(aws_conn_id=access.aws_conn_id, region_name=access.region_name, verify=access.verify,
+                   config=access.botocore_config)
     cluster = hook.conn.describe_cluster(name=access.eks_cluster_name)["cluster"]
     if cluster.get("status") != "ACTIVE":
         raise ClusterError(f"EKS cluster {access.eks_cluster_name} is {cluster.get('status')}, not ACTIVE")

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseOperator
@@ -20,13 +20,16 @@ from remote_agents.changes import Change
 from remote_agents.hooks.cluster import ClusterAccess
 
 if TYPE_CHECKING:
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
     from airflow.triggers.base import BaseTrigger
+
+AwsHook = TypeVar("AwsHook", bound="AwsBaseHook")
 
 # The default of every operator's ``deferrable``, read as the amazon provider reads it: without a
 # triggerer (the setting off, as by default) every wait polls in the task instead.
 DEFAULT_DEFERRABLE = conf.getboolean("operators", "default_deferrable", fallback=False)
 
-CLUSTER_TEMPLATE_FIELDS = ("kubernetes_conn_id", "eks_cluster_name", "aws_conn_id", "region_name", "dry_run")
+CLUSTER_TEMPLATE_FIELDS = ("kubernetes_conn_id", "eks_cluster_name", "aws_conn_id", "region_name", "verify", "dry_run")
 
 
 def as_bool(value: bool | str | None) -> bool:
@@ -62,17 +65,22 @@ def report_changes(log: logging.Logger | Any, changes: Iterable[Change], **facts
     return {"changes": payload, **facts}
 
 
-AWS_TEMPLATE_FIELDS = ("aws_conn_id", "region_name", "dry_run")
+AWS_TEMPLATE_FIELDS = ("aws_conn_id", "region_name", "verify", "dry_run")
 
 
 class AwsOperator(BaseOperator):
     """Base of operators that converge AWS resources (IAM, EKS, VPC) through the amazon provider's hooks.
 
-    ``aws_conn_id`` and ``region_name`` are spelled and defaulted as in the amazon provider; with
-    ``dry_run=True`` nothing is changed and the plan is returned.
+    The arguments, their defaults and their templating are those of the amazon provider's
+    ``AwsBaseOperator``, and every hook the operator makes gets them (``aws_hook``). It is not a
+    subclass of it: that module imports boto3, which would add about 0.15 s to each parse of every
+    Dag file that imports an operator (measured with ``python -X importtime``; the parse budget is
+    0.1 s for a file with ten specs).
 
     :param aws_conn_id: the Airflow AWS Connection; None uses boto3's default credentials
     :param region_name: the AWS region; None takes the Connection's, else boto3's default
+    :param verify: whether to verify TLS certificates, or a CA bundle path (as in the amazon provider)
+    :param botocore_config: botocore client configuration (retries, timeouts, proxies), as a dict
     :param dry_run: report what would change and change nothing (templated: the strings
         ``"True"``/``"False"`` are accepted)
     """
@@ -84,13 +92,22 @@ class AwsOperator(BaseOperator):
         *,
         aws_conn_id: str | None = "aws_default",
         region_name: str | None = None,
+        verify: bool | str | None = None,
+        botocore_config: dict[str, Any] | None = None,
         dry_run: bool | str = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.aws_conn_id = aws_conn_id
         self.region_name = region_name
+        self.verify = verify
+        self.botocore_config = botocore_config
         self.dry_run = dry_run
+
+    def aws_hook(self, hook_class: type[AwsHook]) -> AwsHook:
+        """One of the AWS hooks with this operator's connection, region, TLS and botocore settings."""
+        return hook_class(aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify,
+                          config=self.botocore_config)
 
     @property
     def is_dry_run(self) -> bool:
@@ -131,7 +148,7 @@ class ClusterOperator(AwsOperator):
     def _eks_cluster_exists(self) -> bool:
         from remote_agents.hooks.aws import EksClusterHook
 
-        return EksClusterHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name).cluster(self.eks_cluster_name) is not None
+        return self.aws_hook(EksClusterHook).cluster(self.eks_cluster_name) is not None
 
     @property
     def cluster_access(self) -> ClusterAccess:
@@ -140,4 +157,6 @@ class ClusterOperator(AwsOperator):
             eks_cluster_name=self.eks_cluster_name,
             aws_conn_id=self.aws_conn_id,
             region_name=self.region_name,
+            verify=self.verify,
+            botocore_config=self.botocore_config,
         )

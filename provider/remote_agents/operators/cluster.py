@@ -77,19 +77,19 @@ class _EksOperator(AwsOperator):
     def eks_hook(self) -> EksClusterHook:
         from remote_agents.hooks.aws import EksClusterHook
 
-        return EksClusterHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
+        return self.aws_hook(EksClusterHook)
 
     @cached_property
     def iam_hook(self) -> IamHook:
         from remote_agents.hooks.aws import IamHook
 
-        return IamHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
+        return self.aws_hook(IamHook)
 
     @cached_property
     def vpc_hook(self) -> VpcHook:
         from remote_agents.hooks.aws import VpcHook
 
-        return VpcHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
+        return self.aws_hook(VpcHook)
 
     def _progress(self, name: str, nodegroups: list[str], target: Target, include_cluster: bool) -> tuple[str, str]:
         cluster = self.eks_hook.cluster(name)

@@ -171,13 +171,13 @@ class _IamOperator(AwsOperator):
     def iam_hook(self) -> IamHook:
         from remote_agents.hooks.aws import IamHook
 
-        return IamHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
+        return self.aws_hook(IamHook)
 
     @cached_property
     def eks_hook(self) -> EksClusterHook:
         from remote_agents.hooks.aws import EksClusterHook
 
-        return EksClusterHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
+        return self.aws_hook(EksClusterHook)
 
     def _cluster_issuer(self, cluster_name: str | None) -> str | None:
         cluster = self.eks_hook.cluster(cluster_name) if cluster_name else None

@@ -48,7 +48,7 @@ class DeleteOwnedSecretsOperator(AwsOperator):
         if not self.tags:
             raise ConfigError(["tags: give the ownership tags; without them every secret would look like ours"],
                               source=self.task_id)
-        client = SecretsManagerHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name).conn
+        client = self.aws_hook(SecretsManagerHook).conn
         changes, skipped = [], []
         for secret_id in self.secret_ids:
             resource = f"secretsmanager:secret/{secret_id}"
