@@ -2,6 +2,14 @@
 
 The judgement of "done / still waiting / failed" is ``eks_progress.cluster_progress``, shared with
 the operators' in-task wait (``deferrable=False``).
+
+Why not the amazon provider's ``EksCreateClusterTrigger`` / ``EksCreateNodegroupTrigger`` (boto's
+``cluster_active`` / ``nodegroup_active`` waiters): they wait for one resource each, so a cluster
+and its node groups would be several deferrals, and a failure ends with the waiter's
+"Waiter encountered a terminal failure state". This trigger waits for all of them in one deferral,
+fails as soon as any is CREATE_FAILED or DEGRADED with EKS's own health issues (code and message)
+in the error, and carries the operator's work so far back in its event. Deleting NAT gateways, where
+a stock waiter does the job, uses ``AwsBaseWaiterTrigger`` (``triggers/vpc.py``).
 """
 
 from __future__ import annotations
