@@ -4,10 +4,11 @@
     remote-agents validate SPEC [SPEC ...] [--schema FILE] [--output text|json]
     remote-agents render SPEC [--only values|manifests|policies|cluster|management-policy] [--output yaml|json]
                               [--account-id ID] [--oidc-issuer URL] [--constraints FILE]
+    remote-agents plan SPEC [--dags-folder DIR] [--output text|json]
     remote-agents --version
 
-Exit 0 on success, 1 when a spec is invalid (the problems on stderr), 2 on a usage error.
-Imports stay light (no Airflow) so the command starts fast.
+Exit 0 on success, 1 when a spec is invalid (the problems on stderr) or a plan failed, 2 on a usage
+error. Imports stay light (no Airflow: only `plan` imports it) so the command starts fast.
 """
 
 from __future__ import annotations
@@ -39,10 +40,12 @@ PLACEHOLDER_ACCOUNT_ID = "123456789012"
 PLACEHOLDER_OIDC_ID = "EXAMPLED539D4633E53DE1B71EXAMPLE"
 PLACEHOLDER_API_URL = "https://clusterid.external.astronomer.run/deploymentshortid"
 PLACEHOLDER_NAMESPACE = "deployment-namespace-1234"
-# The repository's copies; an installed wheel has none, so `--constraints` and `--schema` then name them.
+# The repository's copies; an installed wheel has none, so `--constraints`, `--schema` and
+# `--dags-folder` then name them.
 PROJECT = Path(__file__).resolve().parents[2]
 DEFAULT_CONSTRAINTS = PROJECT / "include" / "agent-constraints.txt"
 DEFAULT_SCHEMA = PROJECT / "include" / "schemas" / "agent-values.schema.json"
+DEFAULT_DAGS_FOLDER = PROJECT / "dags"
 
 
 class _ReviewDumper(yaml.SafeDumper):
@@ -68,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         return _validate_command(args)
     try:
         spec = load_spec(args.spec)
+        if args.command == "plan":
+            return _plan_command(spec, args)
         _print_render(spec, args)
     except ConfigError as error:
         print(error, file=sys.stderr)
@@ -122,6 +127,22 @@ def _read_schema(path: Path) -> dict[str, Any] | None:
         print(f"rendered values not checked: no chart values schema at {path}; pass --schema", file=sys.stderr)
         return None
     return load_values_schema(path)
+
+
+def _plan_command(spec: EnvironmentSpec, args: argparse.Namespace) -> int:
+    from remote_agents.plan import PlanError, plan_bootstrap
+    from remote_agents.summary import render_report
+
+    try:
+        plan = plan_bootstrap(args.spec, spec, args.dags_folder)
+    except PlanError as error:
+        print(f"{args.spec}: no plan: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(plan.report, indent=2) if args.output == "json" else render_report(plan.report).rstrip("\n"))
+    if plan.report["outcome"] == "failed":
+        print(f"{args.spec}: the dry run failed; its log: {plan.log}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def summarize(spec: EnvironmentSpec) -> str:
@@ -274,4 +295,9 @@ def _parser() -> argparse.ArgumentParser:
                             help="the Deployment's agent API URL, when the spec leaves astro.deployment_api_url out")
     render_cmd.add_argument("--oidc-issuer", help="the EKS cluster's OIDC issuer URL, for IRSA trust policies")
     render_cmd.add_argument("--constraints", type=Path, default=DEFAULT_CONSTRAINTS, help="agent image pip constraints")
+    plan = commands.add_parser("plan", help="what the bootstrap would create, update or leave unchanged (its dry run)")
+    plan.add_argument("spec", type=Path)
+    plan.add_argument("--dags-folder", type=Path, default=DEFAULT_DAGS_FOLDER,
+                      help="the project's dags/ folder, holding remote_agents_bootstrap.py")
+    plan.add_argument("--output", choices=("text", "json"), default="text")
     return parser

@@ -179,13 +179,36 @@ def test_version_prints_the_distribution_version(capsys: pytest.CaptureFixture[s
     assert capsys.readouterr().out == f"remote-agents {version('airflow-provider-remote-agents')}\n"
 
 
-@pytest.mark.parametrize("argv", [[], ["validate"], ["render", str(TUTORIAL), "--output", "xml"], ["deploy", "x"]],
-                         ids=["no command", "no spec", "bad choice", "unknown command"])
+@pytest.mark.parametrize("argv", [[], ["validate"], ["render", str(TUTORIAL), "--output", "xml"], ["plan"], ["deploy", "x"]],
+                         ids=["no command", "no spec", "bad choice", "plan without spec", "unknown command"])
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2
     assert "usage: remote-agents" in capsys.readouterr().err
+
+
+def test_plan_of_an_invalid_spec_exits_1_before_importing_airflow(bad_spec: Path) -> None:
+    result = run_without_airflow("plan", str(bad_spec))
+    assert result.returncode == 1, result.stderr
+    assert "workers[0].replicas" in result.stderr
+
+
+def test_plan_without_a_bootstrap_dag_file_in_the_dags_folder_exits_1(tmp_path: Path) -> None:
+    result = run_without_airflow("plan", str(TUTORIAL), "--dags-folder", str(tmp_path))
+    assert result.returncode == 1, result.stderr
+    assert f"{tmp_path}: no remote_agents_bootstrap.py" in result.stderr
+
+
+def test_plan_refuses_a_spec_whose_folder_gives_its_name_to_two_files(tmp_path: Path) -> None:
+    """The bootstrap Dag of that folder is the invalid-spec Dag: there is nothing to plan (no network: a
+    throw-away Airflow parses the Dag files and stops)."""
+    for name in ("a.yaml", "b.yaml"):
+        (tmp_path / name).write_text(TUTORIAL.read_text())
+    result = subprocess.run([str(CONSOLE_SCRIPT), "plan", str(tmp_path / "a.yaml")],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert "'tutorial' is the name of 2 spec files (a.yaml, b.yaml)" in result.stderr
 
 
 def test_validate_and_render_do_not_import_airflow() -> None:
