@@ -1,17 +1,21 @@
+# PYTHON_ARGCOMPLETE_OK  (argcomplete's marker for global shell completion)
 """`remote-agents`: validate a spec and print what the bootstrap would create, without touching anything.
 
-    remote-agents validate SPEC
-    remote-agents render SPEC [--only values|manifests|policies|cluster|management-policy] [--format yaml|json]
+    remote-agents validate SPEC [SPEC ...] [--schema FILE] [--output text|json]
+    remote-agents render SPEC [--only values|manifests|policies|cluster|management-policy] [--output yaml|json]
                               [--account-id ID] [--oidc-issuer URL] [--constraints FILE]
+    remote-agents plan SPEC [--dags-folder DIR] [--output text|json]
+    remote-agents --version
 
-Exit 0 on success, 2 with the problems on stderr when the spec (or an option) is invalid.
-Imports stay light (no Airflow) so the command starts fast.
+Exit 0 on success, 1 when a spec is invalid (the problems on stderr) or a plan failed, 2 on a usage
+error. Imports stay light (no Airflow: only `plan` imports it) so the command starts fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,9 @@ from remote_agents import naming
 from remote_agents.errors import ConfigError
 from remote_agents.render import cluster, manifests, policies, values
 from remote_agents.spec import EksClusterSpec, EnvironmentSpec, load_spec
+from remote_agents.values_schema import load_values_schema, values_schema_problems
+
+DISTRIBUTION = "airflow-provider-remote-agents"
 
 SECTIONS = ("values", "manifests", "policies", "cluster")
 # Printed only when asked for: what the management Deployment's own AWS identity needs, set up once
@@ -33,8 +40,12 @@ PLACEHOLDER_ACCOUNT_ID = "123456789012"
 PLACEHOLDER_OIDC_ID = "EXAMPLED539D4633E53DE1B71EXAMPLE"
 PLACEHOLDER_API_URL = "https://clusterid.external.astronomer.run/deploymentshortid"
 PLACEHOLDER_NAMESPACE = "deployment-namespace-1234"
-# The repository's copy; an installed wheel has none, so `--constraints` then names the file.
-DEFAULT_CONSTRAINTS = Path(__file__).resolve().parents[2] / "include" / "agent-constraints.txt"
+# The repository's copies; an installed wheel has none, so `--constraints`, `--schema` and
+# `--dags-folder` then name them.
+PROJECT = Path(__file__).resolve().parents[2]
+DEFAULT_CONSTRAINTS = PROJECT / "include" / "agent-constraints.txt"
+DEFAULT_SCHEMA = PROJECT / "include" / "schemas" / "agent-values.schema.json"
+DEFAULT_DAGS_FOLDER = PROJECT / "dags"
 
 
 class _ReviewDumper(yaml.SafeDumper):
@@ -53,16 +64,84 @@ _ReviewDumper.add_representer(str, _represent_str)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    _offer_completion(parser)
+    args = parser.parse_args(argv)
+    if args.command == "validate":
+        return _validate_command(args)
     try:
         spec = load_spec(args.spec)
-        if args.command == "validate":
-            print(f"OK {args.spec}: {summarize(spec)}")
-        else:
-            _print_render(spec, args)
+        if args.command == "plan":
+            return _plan_command(spec, args)
+        _print_render(spec, args)
     except ConfigError as error:
         print(error, file=sys.stderr)
-        return 2
+        return 1
+    return 0
+
+
+def _offer_completion(parser: argparse.ArgumentParser) -> None:
+    """Shell completion through argcomplete, when it is installed (it comes with Airflow).
+
+    Imported only while the shell asks for completions (argcomplete sets _ARGCOMPLETE then): every
+    other run would pay for the import and find nothing to do.
+    """
+    if "_ARGCOMPLETE" not in os.environ:
+        return
+    try:
+        import argcomplete
+    except ImportError:
+        return
+    argcomplete.autocomplete(parser)
+
+
+def validate_file(path: Path, schema: dict[str, Any] | None) -> dict[str, Any]:
+    """One spec file's verdict: its summary, or every problem of the spec, else of its rendered values."""
+    try:
+        spec = load_spec(path)
+    except ConfigError as error:
+        return {"file": str(path), "valid": False, "problems": error.problems}
+    if schema is not None:
+        values = render(spec, "values", PLACEHOLDER_ACCOUNT_ID, _placeholder_oidc_issuer(spec), None)
+        if problems := values_schema_problems(values, schema):
+            return {"file": str(path), "valid": False, "problems": problems}
+    return {"file": str(path), "valid": True, "summary": summarize(spec)}
+
+
+def _validate_command(args: argparse.Namespace) -> int:
+    schema = _read_schema(args.schema)
+    verdicts = [validate_file(path, schema) for path in args.specs]
+    if args.output == "json":
+        print(json.dumps(verdicts, indent=2))
+    else:
+        for verdict in verdicts:
+            if verdict["valid"]:
+                print(f"OK {verdict['file']}: {verdict['summary']}")
+            else:
+                print(ConfigError(verdict["problems"], verdict["file"]), file=sys.stderr)
+    return 0 if all(verdict["valid"] for verdict in verdicts) else 1
+
+
+def _read_schema(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        print(f"rendered values not checked: no chart values schema at {path}; pass --schema", file=sys.stderr)
+        return None
+    return load_values_schema(path)
+
+
+def _plan_command(spec: EnvironmentSpec, args: argparse.Namespace) -> int:
+    from remote_agents.plan import PlanError, plan_bootstrap
+    from remote_agents.summary import render_report
+
+    try:
+        plan = plan_bootstrap(args.spec, spec, args.dags_folder)
+    except PlanError as error:
+        print(f"{args.spec}: no plan: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(plan.report, indent=2) if args.output == "json" else render_report(plan.report).rstrip("\n"))
+    if plan.report["outcome"] == "failed":
+        print(f"{args.spec}: the dry run failed; its log: {plan.log}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -127,15 +206,19 @@ def _cluster_requests(spec: EnvironmentSpec, eks: EksClusterSpec, account_id: st
     }
 
 
-def _print_render(spec: EnvironmentSpec, args: argparse.Namespace) -> None:
+def _placeholder_oidc_issuer(spec: EnvironmentSpec) -> str:
     region = spec.eks.region if spec.eks else spec.backends.aws_region
-    oidc_issuer = args.oidc_issuer or f"https://oidc.eks.{region}.amazonaws.com/id/{PLACEHOLDER_OIDC_ID}"
+    return f"https://oidc.eks.{region}.amazonaws.com/id/{PLACEHOLDER_OIDC_ID}"
+
+
+def _print_render(spec: EnvironmentSpec, args: argparse.Namespace) -> None:
+    oidc_issuer = args.oidc_issuer or _placeholder_oidc_issuer(spec)
     constraints = _read_constraints(args.constraints)
     sections = [args.only] if args.only else list(SECTIONS)
     data = {s: render(spec, s, args.account_id, oidc_issuer, constraints, args.deployment_api_url,
                       args.deployment_namespace) for s in sections}
     note = _placeholder_note(spec, args, sections, oidc_issuer)
-    if args.format == "json":
+    if args.output == "json":
         if note:
             print(note, file=sys.stderr)  # JSON has no comments
         print(json.dumps(data[args.only] if args.only else data, indent=2))
@@ -174,16 +257,37 @@ def _read_constraints(path: Path) -> str | None:
         return None  # only an error if a worker needs it; build_manifests says so
 
 
+class _VersionAction(argparse.Action):
+    """`--version`, looked up only when asked for: importlib.metadata reads every installed
+    distribution's metadata, which every other command would pay for."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the package version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        from importlib.metadata import version
+
+        print(f"{parser.prog} {version(DISTRIBUTION)}")  # on stdout, as argparse's own version action
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remote-agents", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command", required=True)
-    validate = commands.add_parser("validate", help="validate a spec and print a one-line summary")
-    validate.add_argument("spec", type=Path)
+    validate = commands.add_parser("validate", help="validate specs and the Helm values they render; one line each")
+    validate.add_argument("specs", type=Path, nargs="+", metavar="SPEC")
+    validate.add_argument("--schema", type=Path, default=DEFAULT_SCHEMA,
+                          help="the agent chart's values JSON schema the rendered values are checked against")
+    validate.add_argument("--output", choices=("text", "json"), default="text")
     render_cmd = commands.add_parser("render", help="print the desired state computed from a spec")
     render_cmd.add_argument("spec", type=Path)
     render_cmd.add_argument("--only", choices=SECTIONS + EXTRA_SECTIONS,
                             help="print one section (default: all but management-policy)")
-    render_cmd.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    render_cmd.add_argument("--output", "--format", dest="output", choices=("yaml", "json"), default="yaml",
+                            help="--format is its older spelling")
     render_cmd.add_argument("--account-id", default=PLACEHOLDER_ACCOUNT_ID, help="AWS account id for ARNs")
     render_cmd.add_argument("--deployment-namespace", default=PLACEHOLDER_NAMESPACE,
                             help="the Deployment's namespace as Astro reports it (ASTRO_DEPLOYMENT_NAMESPACE)")
@@ -191,4 +295,9 @@ def _parser() -> argparse.ArgumentParser:
                             help="the Deployment's agent API URL, when the spec leaves astro.deployment_api_url out")
     render_cmd.add_argument("--oidc-issuer", help="the EKS cluster's OIDC issuer URL, for IRSA trust policies")
     render_cmd.add_argument("--constraints", type=Path, default=DEFAULT_CONSTRAINTS, help="agent image pip constraints")
+    plan = commands.add_parser("plan", help="what the bootstrap would create, update or leave unchanged (its dry run)")
+    plan.add_argument("spec", type=Path)
+    plan.add_argument("--dags-folder", type=Path, default=DEFAULT_DAGS_FOLDER,
+                      help="the project's dags/ folder, holding remote_agents_bootstrap.py")
+    plan.add_argument("--output", choices=("text", "json"), default="text")
     return parser
