@@ -590,10 +590,12 @@ class WorkerSpec(SpecModel):
                 "queue_type",
                 f"YAML read this as {read_as}, not a queue name; write the name quoted, like queue: 'default'",
             )
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,200}", value):
+        # 63: the chart's values schema (the queue is also a label value, whose limit it is).
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,63}", value):
             raise _problem(
                 "queue",
-                "a queue name uses letters, digits, '_', '.' and '-'; for several queues add one worker entry per queue",
+                "a queue name uses letters, digits, '_', '.' and '-', at most 63 characters; for several queues add "
+                "one worker entry per queue",
             )
         return value
 

@@ -1,7 +1,8 @@
 """Checking rendered Helm values against the agent chart's JSON schema (include/schemas/).
 
-A valid spec can still render values the chart refuses (the spec allows a longer queue name than
-the chart does, say); helm would refuse them at install time, after the cluster was made. The CLI
+A valid spec can still render values a chart version refuses (the spec's rules follow the schema
+in include/schemas/, another chart version may be stricter); helm would refuse them at install
+time, after the cluster was made. The CLI
 checks them first, as helm does: JSON Schema draft 2020-12.
 """
 

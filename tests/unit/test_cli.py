@@ -51,8 +51,20 @@ def bad_spec(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def long_queue_spec(tmp_path: Path) -> Path:
-    """Valid as a spec (queue names may have 200 characters) but not as chart values (63 at most)."""
-    return tutorial_with(tmp_path, "long-queue.yaml", queue="q" * 70)
+    """Valid as a spec (queue names up to 63 characters, as the chart's schema) but not under ``strict_schema``."""
+    return tutorial_with(tmp_path, "long-queue.yaml", queue="q" * 20)
+
+
+@pytest.fixture
+def strict_schema(tmp_path: Path) -> Path:
+    """The chart's values schema, with queue names limited to 10 characters: a chart version stricter than the spec."""
+    schema = json.loads((ROOT / "include" / "schemas" / "agent-values.schema.json").read_text())
+    schema_text = json.dumps(schema).replace('"maxLength": 63, "description": "Exactly one queue',
+                                             '"maxLength": 10, "description": "Exactly one queue')
+    assert schema_text != json.dumps(schema)
+    path = tmp_path / "strict.schema.json"
+    path.write_text(schema_text)
+    return path
 
 
 @pytest.mark.parametrize("spec_file", SPEC_FILES, ids=lambda p: p.stem)
@@ -84,11 +96,11 @@ def test_validate_reports_every_file_and_exits_1_when_one_is_invalid(
 
 
 def test_validate_refuses_values_the_chart_schema_refuses(
-    long_queue_spec: Path, capsys: pytest.CaptureFixture[str]
+    long_queue_spec: Path, strict_schema: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     load_spec(long_queue_spec)  # a valid spec: only the schema check can refuse it
 
-    assert main(["validate", str(long_queue_spec)]) == 1
+    assert main(["validate", str(long_queue_spec), "--schema", str(strict_schema)]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith(f"{long_queue_spec}: 1 problem")
@@ -96,9 +108,10 @@ def test_validate_refuses_values_the_chart_schema_refuses(
 
 
 def test_validate_output_json_lists_each_file_with_its_summary_or_problems(
-    bad_spec: Path, long_queue_spec: Path, capsys: pytest.CaptureFixture[str]
+    bad_spec: Path, long_queue_spec: Path, strict_schema: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["validate", str(TUTORIAL), str(bad_spec), str(long_queue_spec), "--output", "json"]) == 1
+    assert main(["validate", str(TUTORIAL), str(bad_spec), str(long_queue_spec), "--output", "json",
+                 "--schema", str(strict_schema)]) == 1
     captured = capsys.readouterr()
     good, bad, long_queue = json.loads(captured.out)
     assert good == {"file": str(TUTORIAL), "valid": True, "summary": summarize(load_spec(TUTORIAL))}

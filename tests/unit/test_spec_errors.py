@@ -226,6 +226,8 @@ CASES = [
          "cluster.kubernetes_version", "'1.33\\n'", "like '1.33'"),
     case("chart-version-ending-in-newline", TUTORIAL, put("chart", {"version": "2.3.3\n"}),
          "chart.version", "'2.3.3\\n'", "like '2.3.3'"),
+    case("queue-longer-than-the-chart-allows", TUTORIAL, put("workers[0].queue", "q" * 64),
+         "workers[0].queue", "'" + "q" * 64 + "'", "at most 63 characters"),
     case("queue-ending-in-newline", TUTORIAL, put("workers[0].queue", "default\n"),
          "workers[0].queue", "'default\\n'", "letters, digits"),
     case("memory-ending-in-newline", TUTORIAL, put("workers[0].resources", {"memory": "2Gi\n"}),
