@@ -8,16 +8,14 @@
 6. starts the agents' stand-in (a real Airflow configured from the installed release) and runs the
    health Dag: healthy; then removes the XCom statement from the agents' IAM role and runs it again:
    the XCom check fails with its diagnosis and one notification; restores the policy: recovered.
-Task logs go to .demo/logs/; the summaries are printed. While a Dag runs, a line per task shows
-its progress with the elapsed time: one updating line on a terminal (dimmed), plain lines otherwise
-(CI logs), where no colour is printed either.
+Task logs go to .demo/logs/; the summaries are printed. While a Dag runs, each task it starts is
+shown with the elapsed time (remote_agents.progress).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -28,25 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".demo"
 BIN = ROOT / ".venv" / "bin"
 TOOLS = ROOT / ".tools" / "bin"
-TERMINAL = sys.stdout.isatty()
-# What `airflow dags test` logs as it starts each task.
-TASK_STARTED = re.compile(r"starting task_id=(\S+)")
-
-
-def styled(text: str, code: str) -> str:
-    return f"\033[{code}m{text}\033[0m" if TERMINAL else text
 
 
 def heading(text: str) -> None:
-    print("\n" + styled(f"== {text}", "1"), flush=True)
-
-
-def progress(name: str, task_id: str, elapsed: float) -> None:
-    line = f"  {elapsed:6.1f} s  {name}: {task_id}"
-    if TERMINAL:
-        print(f"\r\033[K{styled(line, '2')}", end="", flush=True)
-    else:
-        print(line, flush=True)
+    print(f"\n\033[1m== {text}\033[0m" if sys.stdout.isatty() else f"\n== {text}", flush=True)
 
 
 def prepare_airflow_home() -> dict[str, str]:
@@ -64,22 +47,12 @@ def prepare_airflow_home() -> dict[str, str]:
 
 def run_logged(name: str, argv: list[str], env: dict[str, str], allowed_to_fail: bool = False) -> float:
     """Run ``argv`` with its output in .demo/logs/NAME.log, showing each task it starts; its seconds."""
+    from remote_agents.progress import TaskProgress
+
     started = time.monotonic()
     path = WORK / "logs" / f"{name}.log"
-    with open(path, "w") as log, open(path) as reader:
-        process = subprocess.Popen(argv, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        pending = ""
-        while True:
-            finished = process.poll() is not None
-            pending += reader.read()
-            *lines, pending = pending.split("\n")  # the last piece may be half a line: kept for the next read
-            for match in filter(None, map(TASK_STARTED.search, lines)):
-                progress(name, match[1], time.monotonic() - started)
-            if finished:
-                break
-            time.sleep(0.5)
-    if TERMINAL:
-        print("\r\033[K", end="", flush=True)
+    with open(path, "w") as log, TaskProgress(path, name, sys.stdout):
+        process = subprocess.run(argv, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     if process.returncode and not allowed_to_fail:
         print((WORK / "logs" / f"{name}.log").read_text()[-4000:])
         raise SystemExit(f"{name} failed (exit {process.returncode}); full log: .demo/logs/{name}.log")

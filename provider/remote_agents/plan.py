@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from remote_agents.errors import RemoteAgentsError
+from remote_agents.progress import TaskProgress
 from remote_agents.spec import EnvironmentSpec
 
 BOOTSTRAP_DAG_FILE = "remote_agents_bootstrap.py"
@@ -52,8 +53,10 @@ def plan_bootstrap(spec_file: Path, spec: EnvironmentSpec, dags_folder: Path) ->
     home = Path(tempfile.mkdtemp(prefix="remote-agents-plan-"))
     configure_throwaway_airflow(home, dags_folder, spec_file.parent)
     log = home / RUN_LOG
+    # The progress goes where stderr went before the run's output is sent to the log.
+    watching = os.fdopen(os.dup(sys.stderr.fileno()), "w")
     try:
-        with output_to(log):
+        with watching, TaskProgress(log, "plan", watching), output_to(log):
             report = dry_run_report(f"remote_agents_bootstrap__{spec.name}", dags_folder)
     except PlanError:
         shutil.rmtree(home, ignore_errors=True)  # the error says it all; the log holds only Airflow's start-up
