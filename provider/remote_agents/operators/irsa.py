@@ -196,7 +196,7 @@ class EnsureOidcProviderOperator(_IamOperator):
         oidc = EnsureOidcProviderOperator(
             task_id="oidc_provider",
             eks_cluster_name="my-cluster",
-            tags={"team": "data-platform"},
+            tags=naming.ownership_tags(spec),  # what DeleteOidcProviderOperator selects on
             aws_conn_id="aws_admin",
             region_name="us-east-1",
         )
@@ -290,7 +290,7 @@ class EnsureIrsaRoleOperator(_IamOperator):
             oidc_issuer="{{ ti.xcom_pull('eks_cluster')['oidc_issuer'] }}",
             service_account_subjects=["system:serviceaccount:astro-agents:astro-agent-worker-default"],
             permission_policy=build_permission_policy(spec, account_id),
-            tags={"team": "data-platform"},
+            tags=naming.ownership_tags(spec),  # what DeleteIrsaRoleOperator selects on
         )
 
     :param role_name: the IAM role
