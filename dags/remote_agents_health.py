@@ -75,10 +75,13 @@ def build_health_dag(environment: EnvironmentFile) -> DAG:
         @task
         def check_agent_token(ti: Any = None) -> list[dict[str, str]]:
             """The agent and registry tokens in their Secrets are live in Astro, and not about to expire."""
-            from remote_agents.health.checks import evaluate_agent_token, fail_on
+            from remote_agents.health.checks import diagnose_tokens, fail_on, token_expiry
+            from remote_agents.health.gather import gather_tokens
             from remote_agents.hooks.cluster import ClusterAccess
 
-            return fail_on(evaluate_agent_token(spec, ClusterAccess(**access)), ti, log, "check_agent_token")
+            tokens = gather_tokens(spec, ClusterAccess(**access))
+            ti.xcom_push(key=diagnose.TOKENS_KEY, value=token_expiry(tokens))  # the days left, for `remote-agents status`
+            return fail_on(diagnose_tokens(spec, tokens), ti, log, "check_agent_token")
 
         canary = write_canary()
         selftest = SelfTestRunOperator(

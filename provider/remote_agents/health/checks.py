@@ -14,7 +14,7 @@ from dataclasses import asdict
 from typing import Any
 
 from remote_agents.health import contract, diagnose, gather
-from remote_agents.health.diagnose import Finding, SelfTestEvidence
+from remote_agents.health.diagnose import Finding, SelfTestEvidence, TokenEvidence
 from remote_agents.hooks.cluster import ClusterAccess
 from remote_agents.hooks.deployment import DeploymentApiError, DeploymentHook
 from remote_agents.spec import EnvironmentSpec
@@ -58,9 +58,17 @@ def evaluate_workloads(spec: EnvironmentSpec, access: ClusterAccess) -> list[Fin
 
 def evaluate_agent_token(spec: EnvironmentSpec, access: ClusterAccess) -> list[Finding]:
     """The agent and registry tokens: live, and not about to expire (a warning)."""
+    return diagnose_tokens(spec, gather.gather_tokens(spec, access))
+
+
+def diagnose_tokens(spec: EnvironmentSpec, tokens: list[TokenEvidence]) -> list[Finding]:
     days = spec.health.token_expiry_warning_days
-    return [finding for token in gather.gather_tokens(spec, access)
-            for finding in diagnose.diagnose_agent_token(token, days)]
+    return [finding for token in tokens for finding in diagnose.diagnose_agent_token(token, days)]
+
+
+def token_expiry(tokens: list[TokenEvidence]) -> list[dict[str, Any]]:
+    """What the status model shows of each token (XCom ``tokens``): when it expires, not its id or value."""
+    return [{"kind": token.kind, "live": token.live, "expires_at": token.expires_at} for token in tokens]
 
 
 def collect_selftest(

@@ -42,6 +42,7 @@ _NOT_FOUND = re.compile(r"not found|does not exist|KeyError|AirflowNotFoundExcep
 ERROR = "error"
 WARNING = "warning"
 FINDINGS_KEY = "findings"  # the XCom key each check task pushes its findings under
+TOKENS_KEY = "tokens"  # check_agent_token's XCom of each token's kind, liveness and expiry (never the token)
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,7 @@ class TokenEvidence:
     api_error: str | None = None
     kind: str = "agent token"  # or "registry token"
     days_left: float | None = None  # None: the token never expires (or is not live)
+    expires_at: str | None = None  # Astro's endAt, ISO 8601; None as for days_left
 
 
 # -- checks on the management side ----------------------------------------------------------------

@@ -214,7 +214,10 @@ def _token_evidence(spec: EnvironmentSpec, access: ClusterAccess, kind: str, nam
     except AstroApiError as error:
         return TokenEvidence(name, True, token_id, None, str(error), kind=kind)
     live = _live(token)
-    return TokenEvidence(name, True, token_id, live, kind=kind, days_left=_days_left(token) if live else None)
+    if not live:
+        return TokenEvidence(name, True, token_id, live, kind=kind)
+    return TokenEvidence(name, True, token_id, live, kind=kind, days_left=_days_left(token),
+                         expires_at=(token or {}).get("endAt"))
 
 
 def _live(token: dict[str, Any] | None) -> bool:
