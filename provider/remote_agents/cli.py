@@ -5,10 +5,12 @@
     remote-agents render SPEC [--only values|manifests|policies|cluster|management-policy] [--output yaml|json]
                               [--account-id ID] [--oidc-issuer URL] [--constraints FILE]
     remote-agents plan SPEC [--dags-folder DIR] [--output text|json]
+    remote-agents status [--spec-folder DIR] [--url URL] [--token TOKEN] [--output text|json]
     remote-agents --version
 
-Exit 0 on success, 1 when a spec is invalid (the problems on stderr) or a plan failed, 2 on a usage
-error. Imports stay light (no Airflow: only `plan` imports it) so the command starts fast.
+Exit 0 on success, 1 when a spec is invalid (the problems on stderr), a plan failed or the Airflow
+REST API is unusable, 2 on a usage error. Imports stay light (no Airflow: only `plan` and `status`
+import it) so the command starts fast.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from remote_agents.spec import EksClusterSpec, EnvironmentSpec, load_spec
 from remote_agents.values_schema import load_values_schema, values_schema_problems
 
 DISTRIBUTION = "airflow-provider-remote-agents"
+ENVIRONMENTS_VARIABLE = "REMOTE_AGENTS_ENVIRONMENTS"  # as the Dag files read it (environments.py, which imports Airflow)
 
 SECTIONS = ("values", "manifests", "policies", "cluster")
 # Printed only when asked for: what the management Deployment's own AWS identity needs, set up once
@@ -46,6 +49,11 @@ PROJECT = Path(__file__).resolve().parents[2]
 DEFAULT_CONSTRAINTS = PROJECT / "include" / "agent-constraints.txt"
 DEFAULT_SCHEMA = PROJECT / "include" / "schemas" / "agent-values.schema.json"
 DEFAULT_DAGS_FOLDER = PROJECT / "dags"
+DEFAULT_SPEC_FOLDER = PROJECT / "include" / "environments"
+# `status` reads these when --url / --token are not given; a user name and password, only from the
+# environment (a command line is visible to every user of the machine), are exchanged for a token.
+URL_VARIABLE, TOKEN_VARIABLE = "AIRFLOW_API_URL", "AIRFLOW_API_TOKEN"
+USERNAME_VARIABLE, PASSWORD_VARIABLE = "AIRFLOW_API_USERNAME", "AIRFLOW_API_PASSWORD"
 
 
 class _ReviewDumper(yaml.SafeDumper):
@@ -69,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "validate":
         return _validate_command(args)
+    if args.command == "status":
+        return _status_command(args, parser)
     try:
         spec = load_spec(args.spec)
         if args.command == "plan":
@@ -142,6 +152,38 @@ def _plan_command(spec: EnvironmentSpec, args: argparse.Namespace) -> int:
     if plan.report["outcome"] == "failed":
         print(f"{args.spec}: the dry run failed; its log: {plan.log}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _status_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from datetime import UTC, datetime
+
+    from remote_agents.environments import environment_files
+    from remote_agents.hooks.deployment import AirflowRestClient
+    from remote_agents.status import render_status_table, status_to_dict
+    from remote_agents.status_reader import StatusApiError, login, read_status
+
+    if not args.url:
+        parser.error(f"status: pass --url or set {URL_VARIABLE} (the Airflow api-server, e.g. http://localhost:8080)")
+    username, password = os.environ.get(USERNAME_VARIABLE), os.environ.get(PASSWORD_VARIABLE)
+    if not args.token and not (username and password):
+        parser.error(f"status: pass --token, or set {TOKEN_VARIABLE}, or {USERNAME_VARIABLE} and {PASSWORD_VARIABLE}")
+    environments = environment_files(args.spec_folder) if args.spec_folder.is_dir() else []
+    if not environments:
+        print(f"{args.spec_folder}: no environment specs (*.yaml) there; pass --spec-folder", file=sys.stderr)
+        return 1
+    now = datetime.now(UTC)
+    try:
+        token = args.token or login(args.url, username or "", password or "")
+        with AirflowRestClient(args.url, token) as client:
+            statuses = read_status(client, environments, now)
+    except StatusApiError as error:
+        print(f"status: {error}", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        print(json.dumps([status_to_dict(status) for status in statuses], indent=2))
+    else:
+        print(render_status_table(statuses, now), end="")
     return 0
 
 
@@ -300,4 +342,14 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--dags-folder", type=Path, default=DEFAULT_DAGS_FOLDER,
                       help="the project's dags/ folder, holding remote_agents_bootstrap.py")
     plan.add_argument("--output", choices=("text", "json"), default="text")
+    status = commands.add_parser("status", help="every environment's last bootstrap, health, drift, tokens and chart, "
+                                                "from a running Airflow's REST API")
+    status.add_argument("--spec-folder", type=Path, default=Path(os.environ.get(ENVIRONMENTS_VARIABLE) or DEFAULT_SPEC_FOLDER),
+                        help=f"the environment specs (default: ${ENVIRONMENTS_VARIABLE}, else include/environments)")
+    status.add_argument("--url", default=os.environ.get(URL_VARIABLE),
+                        help=f"the Airflow api-server's URL (default: ${URL_VARIABLE})")
+    status.add_argument("--token", default=os.environ.get(TOKEN_VARIABLE),
+                        help=f"a bearer token for its REST API (default: ${TOKEN_VARIABLE}; or set "
+                             f"${USERNAME_VARIABLE} and ${PASSWORD_VARIABLE})")
+    status.add_argument("--output", choices=("text", "json"), default="text")
     return parser

@@ -164,7 +164,7 @@ def bootstrap_run(dag_id: str, data: RunData) -> BootstrapRun:
     report = data.xcom(SUMMARY_TASK)
     report = report if isinstance(report, Mapping) else {}
     # The summary says whether it was a dry run; a run that never reached it has only its conf.
-    dry_run = bool(report["dry_run"]) if "dry_run" in report else _truthy(data.run.get("conf", {}).get("dry_run"))
+    dry_run = bool(report["dry_run"]) if "dry_run" in report else truthy(data.run.get("conf", {}).get("dry_run"))
     return BootstrapRun(
         dag_id=dag_id,
         run_id=str(data.run["dag_run_id"]),
@@ -224,7 +224,7 @@ def parse_time(value: Any) -> datetime | None:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
 
 
-def _truthy(value: Any) -> bool:
+def truthy(value: Any) -> bool:
     # conf comes from a trigger form or an API client: a boolean, or its string.
     return value.strip().lower() in ("true", "1") if isinstance(value, str) else bool(value)
 
@@ -247,3 +247,86 @@ def _iso_times(value: Any) -> Any:
     if isinstance(value, list):
         return [_iso_times(item) for item in value]
     return value
+
+
+# -- text -------------------------------------------------------------------------------------------
+
+COLUMNS = ("ENVIRONMENT", "BOOTSTRAP", "HEALTH", "DRIFT", "TOKENS", "CHART")
+
+
+def render_status_table(statuses: Sequence[EnvironmentStatus], now: datetime) -> str:
+    """One row per environment, then one indented line per red check's finding and per spec problem."""
+    rows = [COLUMNS, *(_row(status, now) for status in statuses)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
+    lines = ["  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), row[-1]]).rstrip() for row in rows]
+    details = [line for status in statuses for line in _details(status)]
+    return "\n".join(lines + ([""] + details if details else [])) + "\n"
+
+
+def _row(status: EnvironmentStatus, now: datetime) -> tuple[str, ...]:
+    if status.error is not None:
+        return (status.name, f"invalid spec {status.spec_file}", "-", "-", "-", "-")
+    return (status.name, _bootstrap_cell(status, now), _health_cell(status.health, now), _drift_cell(status.drift),
+            _tokens_cell(status.tokens), f"{status.chart_version_installed or '-'} (spec {status.chart_version_spec})")
+
+
+def _bootstrap_cell(status: EnvironmentStatus, now: datetime) -> str:
+    plan = status.last_plan
+    planned = f"planned {_ago(plan.start, now)}: {_counts(plan.counts)}" if plan else ""
+    run = status.bootstrap
+    if run is None:
+        return f"never bootstrapped ({planned})" if planned else "never bootstrapped"
+    took = f" ({_duration(run.duration_seconds)})" if run.duration_seconds is not None else ""
+    text = f"{run.state} {_ago(run.start, now)}{took} {_counts(run.counts)}"
+    return f"{text}; {planned}" if planned else text
+
+
+def _health_cell(health: HealthRun | None, now: datetime) -> str:
+    if health is None:
+        return "never checked"
+    green = sum(cell.status == "green" for cell in health.checks)
+    others = [f"{cell.check} {'FAILED' if cell.status == 'red' else 'unknown'}"
+              for cell in health.checks if cell.status != "green"]
+    return f"{_ago(health.end, now)}: " + ", ".join([f"{green} ok", *others])
+
+
+def _drift_cell(drift: DriftRun | None) -> str:
+    if drift is None:
+        return "never checked"
+    return "unknown" if drift.findings is None else str(drift.findings)
+
+
+def _tokens_cell(tokens: Sequence[TokenDays]) -> str:
+    def days(token: TokenDays) -> str:
+        if token.live is False:
+            return "expired"
+        return "never" if token.days_left is None else f"{token.days_left:g}d"
+
+    return ", ".join(f"{token.kind.removesuffix(' token')} {days(token)}" for token in tokens) or "-"
+
+
+def _details(status: EnvironmentStatus) -> list[str]:
+    if status.error is not None:
+        return [f"  {status.name} {status.spec_file}: {problem}" for problem in status.error]
+    failures = [f"  {status.name} bootstrap: {failure}" for failure in status.bootstrap.failures] if status.bootstrap else []
+    cells = status.health.checks if status.health else []
+    return failures + [f"  {status.name} {cell.check}: {finding}" for cell in cells if cell.status == "red"
+                       for finding in cell.findings]
+
+
+def _counts(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{count} {action}" for action, count in counts.items()) or "no changes recorded"
+
+
+def _ago(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return "(not started)"
+    minutes = int((now - moment).total_seconds() // 60)
+    if minutes < 60:
+        return f"{minutes}m ago"
+    return f"{minutes // 60}h ago" if minutes < 48 * 60 else f"{minutes // 1440}d ago"
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes}m{rest:02d}s" if minutes else f"{rest}s"

@@ -276,3 +276,22 @@ def test_console_script_completes_commands_through_argcomplete(tmp_path: Path) -
 def test_console_script_prints_its_version() -> None:
     result = subprocess.run([str(CONSOLE_SCRIPT), "--version"], capture_output=True, text=True, timeout=60, check=False)
     assert (result.returncode, result.stdout) == (0, f"remote-agents {version('airflow-provider-remote-agents')}\n")
+
+
+def test_status_without_a_url_or_credentials_is_a_usage_error(monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("AIRFLOW_API_URL", "AIRFLOW_API_TOKEN", "AIRFLOW_API_USERNAME", "AIRFLOW_API_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(SystemExit) as no_url:
+        main(["status", "--token", "t0ken"])
+    with pytest.raises(SystemExit) as no_token:
+        main(["status", "--url", "http://127.0.0.1:9"])
+
+    assert no_url.value.code == 2 and no_token.value.code == 2
+    err = capsys.readouterr().err
+    assert "AIRFLOW_API_URL" in err and "AIRFLOW_API_TOKEN" in err and "t0ken" not in err
+
+
+def test_status_of_a_folder_without_specs_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "--spec-folder", str(tmp_path), "--url", "http://127.0.0.1:9", "--token", "t0ken"]) == 1
+    assert "no environment specs" in capsys.readouterr().err

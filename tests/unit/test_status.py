@@ -177,3 +177,29 @@ def test_the_health_dag_pushes_each_tokens_expiry_and_never_its_id() -> None:
     assert pushed == [{"kind": "agent token", "live": True, "expires_at": "2025-06-13T12:00:00Z"},
                       {"kind": "registry token", "live": False, "expires_at": None}]
     assert "tok-1" not in str(pushed)
+
+
+def test_the_table_has_one_row_per_environment_then_what_is_wrong(sandbox_env: EnvironmentFile, tmp_path: Path) -> None:
+    from remote_agents.status import render_status_table
+
+    (tmp_path / "bad.yaml").write_text("name: bad\nnamepsace: x\n")
+    (invalid,) = environment_files(tmp_path)
+    finding = Finding("xcom", "XCom backend", "access denied", "403 PutObject", "re-run the bootstrap")
+    tokens = [{"kind": "agent token", "live": True, "expires_at": None},
+              {"kind": "registry token", "live": True, "expires_at": "2025-06-13T00:00:00Z"}]
+    unhealthy = build_status(sandbox_env, EnvironmentData([bootstrap_run("a", False)],
+                                                          health_run(healthy(xcom=[finding.to_dict()], logs=None), tokens),
+                                                          None), NOW)
+    planned = build_status(sandbox_env, EnvironmentData([bootstrap_run("p", True)], None, None), NOW)
+
+    lines = render_status_table([unhealthy, planned, build_status(invalid, None, NOW)], NOW).splitlines()
+
+    header, first, second, third = lines[:4]
+    assert header.split()[:2] == ["ENVIRONMENT", "BOOTSTRAP"]
+    assert first.startswith("sandbox ") and "success 26h ago (3m30s) 1 created, 1 updated, 3 unchanged" in first
+    assert "8 ok, xcom FAILED, logs unknown" in first and "agent never, registry 2.5d" in first
+    assert f"0.4.0 (spec {sandbox_env.spec.chart.version})" in first  # type: ignore[union-attr]
+    assert "never bootstrapped (planned 26h ago: 1 create, 1 update, 3 unchanged)" in second
+    assert third.startswith("bad ") and "invalid spec" in third
+    assert f"  sandbox xcom: {finding.message}" in lines
+    assert any(line.startswith("  bad bad.yaml: ") and "namepsace" in line for line in lines)

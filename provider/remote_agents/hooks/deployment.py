@@ -101,6 +101,11 @@ class AirflowRestClient:
             state = self.run_state(dag_id, run_id)
         return state
 
+    def dag_runs(self, dag_id: str, limit: int) -> list[dict[str, Any]]:
+        """The Dag's latest runs, newest first (by run_after: a manual run has no logical date)."""
+        params = {"order_by": "-run_after", "limit": limit}
+        return list(self._ok(self._request("GET", f"/dags/{dag_id}/dagRuns", params=params)).json()["dag_runs"])
+
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         response = self._ok(self._request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances"))
         return list(response.json()["task_instances"])
