@@ -38,7 +38,8 @@ RECENT_RUNS = 5  # a health or drift run still running is skipped for the last f
 FINISHED = frozenset({"success", "failed"})
 _HINTS = {
     401: "the token was refused; pass a valid one (--token or AIRFLOW_API_TOKEN)",
-    403: "the token may not read these Dags' runs",
+    # Airflow's api-server also answers 403 to a token it cannot decode.
+    403: "the token was refused, or may not read these Dags' runs; pass a valid one (--token or AIRFLOW_API_TOKEN)",
 }
 
 
