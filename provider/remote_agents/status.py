@@ -164,7 +164,7 @@ def bootstrap_run(dag_id: str, data: RunData) -> BootstrapRun:
     report = data.xcom(SUMMARY_TASK)
     report = report if isinstance(report, Mapping) else {}
     # The summary says whether it was a dry run; a run that never reached it has only its conf.
-    dry_run = bool(report["dry_run"]) if "dry_run" in report else truthy(data.run.get("conf", {}).get("dry_run"))
+    dry_run = bool(report["dry_run"]) if "dry_run" in report else truthy((data.run.get("conf") or {}).get("dry_run"))
     return BootstrapRun(
         dag_id=dag_id,
         run_id=str(data.run["dag_run_id"]),
