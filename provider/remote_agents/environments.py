@@ -8,7 +8,9 @@ all so that they also reach Airflow's import-error view (``raise_spec_errors``).
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from datetime import UTC, datetime
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +34,10 @@ class EnvironmentFile:
 
     @property
     def name(self) -> str:
+        """The environment name, or for an invalid file a name fit for its error Dags' ids."""
         if self.spec:
             return self.spec.name
-        return self.declared_name or self.path.stem.replace("_", "-")
+        return self.declared_name or dag_id_part(self.path.stem)
 
 
 def project_root(dag_file: str) -> Path:
@@ -54,22 +57,43 @@ def environments_folder(dag_file: str) -> Path:
 
 
 def environment_files(folder: Path) -> list[EnvironmentFile]:
-    """Every spec file in ``folder``, each valid, or as its error; one entry per environment name."""
+    """Every spec file (``*.yaml``, ``*.yml``) in ``folder``, each valid, or as its error; one entry
+    per environment name. Nothing a file holds may raise here: every Dag file calls this."""
     found = []
-    for path in sorted(folder.glob("*.yaml")):
+    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
         try:
             found.append(EnvironmentFile(path, load_spec(path), None))
         except ConfigError as error:
             found.append(EnvironmentFile(path, None, error))
+        except Exception as error:  # noqa: BLE001 - a bug of ours on one file must not hide every environment
+            problem = f"(file): could not be read ({type(error).__name__}: {str(error)[:200]}); please report this"
+            found.append(EnvironmentFile(path, None, ConfigError([problem], str(path))))
     return _one_per_name(found)
 
 
+# Airflow's dag_id: letters, digits, '-', '_', '.', at most 250 characters (the longest prefix is 26).
+_NOT_IN_DAG_ID = re.compile(r"[^A-Za-z0-9_.-]+")
+MAX_NAME_IN_DAG_ID = 200
+
+
+def dag_id_part(stem: str) -> str:
+    """A file's stem as the environment part of a dag_id; a shortened one keeps a digest, so two
+    long names stay apart."""
+    name = _NOT_IN_DAG_ID.sub("-", stem.replace("_", "-")).strip("-.") or "unnamed"
+    if len(name) <= MAX_NAME_IN_DAG_ID:
+        return name
+    digest = hashlib.sha256(stem.encode()).hexdigest()[:8]
+    return f"{name[: MAX_NAME_IN_DAG_ID - 9]}-{digest}"
+
+
 def _one_per_name(found: list[EnvironmentFile]) -> list[EnvironmentFile]:
-    # Dag ids are made from the name: two files of one name would silently become one set of Dags,
-    # the later file winning. They become one error instead, naming both.
+    # Dag ids are made from the name: two valid files of one name would silently become one set of
+    # Dags, the later file winning. They become one error instead, naming both. An invalid file's name
+    # comes from its file name; where that is taken it gets a digest, so it never hides a valid spec.
     by_name: dict[str, list[EnvironmentFile]] = {}
     for environment in found:
-        by_name.setdefault(environment.name, []).append(environment)
+        if environment.spec:
+            by_name.setdefault(environment.name, []).append(environment)
     merged = []
     for name, files in by_name.items():
         if len(files) == 1:
@@ -79,7 +103,14 @@ def _one_per_name(found: list[EnvironmentFile]) -> list[EnvironmentFile]:
         problem = (f"name: {name!r} is the name of {len(files)} spec files ({paths}); each environment needs its "
                    "own name, so rename all but one (the name makes the Dag ids, Secrets and AWS tags)")
         merged.append(EnvironmentFile(files[0].path, None, ConfigError([problem], source=paths), name))
-    return merged
+    taken = {environment.name for environment in merged}
+    for environment in (e for e in found if not e.spec):
+        name = environment.name
+        if name in taken:
+            name = f"{name[: MAX_NAME_IN_DAG_ID - 9]}-{hashlib.sha256(environment.path.name.encode()).hexdigest()[:8]}"
+        taken.add(name)
+        merged.append(EnvironmentFile(environment.path, None, environment.error, name))
+    return sorted(merged, key=lambda environment: environment.path.name)
 
 
 def needed_by_others(spec: EnvironmentSpec, specs: list[EnvironmentSpec]) -> dict[str, list[str]]:

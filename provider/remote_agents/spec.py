@@ -11,6 +11,7 @@ import difflib
 import functools
 import ipaddress
 import re
+import reprlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -969,6 +970,9 @@ def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, 
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         line = key_node.start_mark.line + 1
+        if not isinstance(key, (str, int, float, bool)) and key is not None:
+            raise ConfigError([f"line {line}: a {type(key).__name__} is used as a key; keys are field names, "
+                               "write 'name: value'"])
         if key in first:
             raise ConfigError([f"line {line}: key {key!r} appears twice (first on line {first[key]}); keep one of them"])
         first[key] = line
@@ -992,13 +996,22 @@ def parse_spec(data: Any, source: str = "spec") -> EnvironmentSpec:
         raise ConfigError([line for e in error.errors() for line in _describe(e)], source) from None
 
 
+# A spec is a page of YAML: bounds far above any real one, far below what stalls a Dag processor.
+MAX_SPEC_BYTES = 256 * 1024
+MAX_EXPANDED_NODES = 100_000
+
+
 def load_spec(path: str | Path) -> EnvironmentSpec:
     """Read and validate a spec file."""
     path = Path(path)
     try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        text = _read_text(path)
+        _refuse_alias_expansion(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except FileNotFoundError:
         raise ConfigError([f"(file): no such file {str(path)!r}; check the path"], str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError([f"(file): {str(path)!r} is a directory, not a spec file; rename it"], str(path)) from None
     except ConfigError as error:
         raise ConfigError(error.problems, str(path)) from None
     except yaml.MarkedYAMLError as error:
@@ -1065,8 +1078,15 @@ def _describe(error: Any) -> list[str]:
 
 
 def _short(value: Any, limit: int = 120) -> str:
-    text = repr(value)
+    # reprlib stops at a few levels and items: a full repr() of input built from YAML aliases can be
+    # exponentially long (a 2 KB file, gigabytes of text).
+    text = _BOUNDED_REPR.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_BOUNDED_REPR = reprlib.Repr()
+_BOUNDED_REPR.maxlevel, _BOUNDED_REPR.maxlist, _BOUNDED_REPR.maxdict = 3, 6, 6
+_BOUNDED_REPR.maxstring = _BOUNDED_REPR.maxother = 120
 
 
 def _join(base: str, relative: str) -> str:
@@ -1092,6 +1112,48 @@ def _about(loc: tuple[Any, ...]) -> str:
     model = _model_at(loc[:-1])
     field = model.model_fields.get(str(loc[-1])) if model else None
     return f" ({field.description})" if field and field.description else ""
+
+
+def _read_text(path: Path) -> str:
+    if path.is_dir():
+        raise IsADirectoryError(path)
+    with path.open("rb") as handle:
+        raw = handle.read(MAX_SPEC_BYTES + 1)
+    if len(raw) > MAX_SPEC_BYTES:
+        raise ConfigError([f"(file): larger than {MAX_SPEC_BYTES // 1024} KiB; a spec is a page of YAML"])
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError(["(file): UTF-16 text; save the spec as UTF-8"])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise ConfigError([f"line {line}: byte {raw[error.start]:#04x} is not UTF-8 (Latin-1?); save the spec as "
+                           "UTF-8"]) from None
+
+
+def _refuse_alias_expansion(text: str) -> None:
+    """Anchors and aliases are fine, until they expand a small file into gigabytes (a YAML bomb):
+    count the nodes the document expands to, each alias as the size of what it names."""
+    sizes: dict[str, int] = {}
+    open_nodes: list[list[Any]] = [[0, None]]  # [expanded size so far, anchor] of each open collection
+    for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            open_nodes.append([1, event.anchor])
+            continue
+        if isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            size, anchor = open_nodes.pop()
+        elif isinstance(event, yaml.ScalarEvent):
+            size, anchor = 1, event.anchor
+        elif isinstance(event, yaml.AliasEvent):
+            size, anchor = sizes.get(event.anchor, 1), None
+        else:
+            continue
+        if anchor:
+            sizes[anchor] = size
+        open_nodes[-1][0] += size
+        if open_nodes[-1][0] > MAX_EXPANDED_NODES:
+            raise ConfigError([f"(file): its YAML aliases (*name) expand it to more than {MAX_EXPANDED_NODES} "
+                               "values; write the values out, or use fewer aliases"])
 
 
 def _did_you_mean(loc: tuple[Any, ...]) -> str:

@@ -162,3 +162,44 @@ def test_an_invalid_spec_keeps_every_dag_as_its_error_and_reaches_the_import_err
     (path, error), = parsed["import_errors"].items()
     assert path.endswith(SPEC_ERRORS.name)
     assert error.count("broken.yaml: ") == 2 and "InvalidSpecsError" in error
+
+
+def alias_bomb() -> str:
+    """About 2 KB of YAML whose aliases expand into billions of strings."""
+    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"a{i}: &a{i} [{','.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    return "\n".join(["name: bomb", *lines, ""])
+
+
+def test_hostile_spec_files_leave_every_other_environment_standing(tmp_path: Path) -> None:
+    environments = tmp_path / "environments"
+    environments.mkdir()
+    write_specs(environments, 2)
+    valid_yml = yaml.safe_load((environments / "env-00.yaml").read_text())
+    (environments / "env-yml.yml").write_text(yaml.safe_dump({**valid_yml, "name": "env-yml", "namespace": "agents-yml"}))
+    (environments / "env-00.yml").write_text("name: env-00\nworkers: 3\n")  # an invalid file named like a valid spec
+    (environments / "bomb.yaml").write_text(alias_bomb())
+    (environments / "list-key.yaml").write_text("? [a, b]\n: 1\n")
+    (environments / "latin1.yaml").write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    (environments / "utf16.yaml").write_bytes("name: utf16\n".encode("utf-16"))
+    (environments / "folder.yaml").mkdir()
+    (environments / "bad name #1.yaml").write_text("name: 3\n")
+    (environments / f"{'x' * 240}.yaml").write_text("name: [1]\n")
+
+    parsed = parse_offline(tmp_path, environments)
+
+    kinds = ("bootstrap", "teardown", "health", "drift")
+    for env in ("env-00", "env-01", "env-yml"):
+        assert {f"remote_agents_{kind}__{env}" for kind in kinds} <= set(parsed["dag_ids"]), env
+        assert "invalid spec" not in (parsed["docs"][f"remote_agents_bootstrap__{env}"] or ""), env
+    problems = {dag_id.removeprefix("remote_agents_health__"): doc for dag_id, doc in parsed["docs"].items()
+                if dag_id.startswith("remote_agents_health__") and "**Invalid spec**" in (doc or "")}
+    expected = {"bomb": "YAML aliases (*name) expand it", "list-key": "a list is used as a key", "latin1": "is not UTF-8",
+                "utf16": "UTF-16", "folder": "is a directory", "bad-name-1": "name", "env-00-": "workers"}
+    for name, words in expected.items():
+        (doc,) = [doc for env, doc in problems.items() if env.startswith(name)]
+        assert words in doc, (name, doc)
+    assert any(len(env) <= 200 and env.startswith("xxxx") for env in problems)
+    assert all(len(dag_id) <= 250 for dag_id in parsed["dag_ids"])
+    (path, error), = parsed["import_errors"].items()
+    assert path.endswith(SPEC_ERRORS.name) and "bomb.yaml" in error and len(error) < 20_000
