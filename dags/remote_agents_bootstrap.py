@@ -40,6 +40,8 @@ from remote_agents.spec import EnvironmentSpec
 from remote_agents.summary import record_failure
 
 log = logging.getLogger(__name__)
+# SemVer 2.0 (https://semver.org), as helm takes chart versions: pre-releases (2.3.3-rc.1) included.
+SEMVER = r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$"
 DRY_RUN = "{{ params.dry_run }}"
 ROTATE = "{{ params.rotate_tokens }}"
 INCLUDE = environments_folder(__file__).parent
@@ -77,7 +79,7 @@ cluster and fails if it is missing.
 def bootstrap_params(spec: EnvironmentSpec) -> dict[str, Param]:
     return {
         "dry_run": Param(False, type="boolean", title="Dry run", description="Plan only: change nothing, list what would change."),
-        "chart_version": Param(spec.chart.version, type="string", title="Chart version", pattern=r"^\d+\.\d+\.\d+$",
+        "chart_version": Param(spec.chart.version, type="string", title="Chart version", pattern=SEMVER,
                                description="Agent chart version to install (default: the spec's)."),
         "rotate_tokens": Param(False, type="boolean", title="Rotate tokens",
                                description="Create new agent and registry tokens, update the Secrets, roll the agents, revoke the old ones."),

@@ -271,6 +271,20 @@ def test_tokens_appear_in_no_log_xcom_serialized_dag_or_helm_values(
         assert [place for place, text in places.items() if secret in text] == []
 
 
+def test_the_chart_version_param_takes_semver_with_pre_releases_and_refuses_the_rest(dagbag: Any) -> None:
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = ParamsDict(dagbag.get_dag(BOOTSTRAP).params)
+    for version in ("2.3.3", "2.3.3-rc.1", "2.4.0-alpha.2+build.7"):
+        params.update({"chart_version": version})
+        assert params.validate()["chart_version"] == version
+    for version in ("2.3", "v2.3.3", "2.3.3-"):
+        with pytest.raises(ParamValidationError):
+            params.update({"chart_version": version})
+            params.validate()
+
+
 def test_teardown_cannot_be_triggered_with_a_wrong_or_missing_confirmation(dagbag: Any, clean: Sandbox) -> None:
     from airflow.sdk.definitions.param import ParamsDict
     from airflow.sdk.exceptions import ParamValidationError

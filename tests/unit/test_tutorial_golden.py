@@ -120,6 +120,13 @@ TUTORIAL_VALUES: dict[str, Any] = {
                         {"name": "shared-packages", "mountPath": "/shared/packages"},
                         {"name": "constraints", "mountPath": "/constraints", "readOnly": True},
                     ],
+                    # Additions (checkov CKV_K8S_10-13, 30): the worker's limits, no privileges.
+                    "resources": {
+                        "requests": {"cpu": "1", "memory": "2Gi", "ephemeral-storage": "1Gi"},
+                        "limits": {"cpu": "1", "memory": "2Gi", "ephemeral-storage": "1Gi"},
+                    },
+                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
                 }
             ],
             "volumes": [

@@ -213,13 +213,19 @@ def build_service_account(spec: EnvironmentSpec, role_arns: dict[str | None, str
     return accounts
 
 
+# The pip-install initContainer runs code from package indexes: nothing it does needs privileges.
+INIT_SECURITY_CONTEXT = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                         "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def _worker_resources(worker: WorkerSpec) -> dict[str, str]:
+    return {"cpu": worker.resources.cpu, "memory": worker.resources.memory,
+            "ephemeral-storage": worker.resources.ephemeral_storage}
+
+
 def build_worker(spec: EnvironmentSpec, worker: WorkerSpec) -> dict[str, Any]:
     """One `workers[]` entry: one Deployment consuming exactly one queue."""
-    resources = {
-        "cpu": worker.resources.cpu,
-        "memory": worker.resources.memory,
-        "ephemeral-storage": worker.resources.ephemeral_storage,
-    }
+    resources = _worker_resources(worker)
     entry: dict[str, Any] = {
         "name": worker.name,
         "queues": worker.queue,
@@ -255,6 +261,9 @@ def build_pip_install(spec: EnvironmentSpec, worker: WorkerSpec) -> dict[str, An
                     {"name": "shared-packages", "mountPath": SHARED_PACKAGES},
                     {"name": "constraints", "mountPath": CONSTRAINTS_DIR, "readOnly": True},
                 ],
+                # The worker's own requests = limits: the init container runs before it, in its budget.
+                "resources": {"requests": _worker_resources(worker), "limits": _worker_resources(worker)},
+                "securityContext": INIT_SECURITY_CONTEXT,
             }
         ],
         "volumes": [
