@@ -12,7 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from remote_agents import naming
-from remote_agents.errors import AwsPermissionError, AwsQuotaError, ConfigError
+from remote_agents.errors import AwsError, AwsPermissionError, AwsQuotaError, ConfigError
 from remote_agents.hooks.aws import aws_error
 from remote_agents.operators.irsa import EnsureIrsaRoleOperator, EnsureOidcProviderOperator
 from remote_agents.render.policies import build_permission_policy
@@ -108,6 +108,20 @@ def test_irsa_role_second_run_makes_no_mutating_calls_and_reports_unchanged(clea
 
     assert (mutations, clean.aws.request_log.mutating_calls) == ([], [])
     assert {c["action"] for c in result["changes"]} == {"unchanged"}
+
+
+def test_a_role_another_environment_owns_is_refused_and_left_as_it_is(clean: Sandbox) -> None:
+    role_op(clean).execute({})
+    clean.aws.request_log.clear()
+    theirs = {**naming.ownership_tags(clean.spec), "remote-agents:environment": "prod-b"}
+
+    with pytest.raises(AwsError, match=r"belongs to another remote-agents environment \(remote-agents:environment="
+                                       r"sandbox\).*its own identity.role_name"):
+        role_op(clean, tags=theirs, service_account_subjects=["system:serviceaccount:other:sa"]).execute({})
+
+    assert clean.aws.request_log.mutating_calls == []
+    tags = clean.aws.admin_client("iam").get_role(RoleName=ROLE)["Role"]["Tags"]
+    assert {t["Key"]: t["Value"] for t in tags} == naming.ownership_tags(clean.spec)
 
 
 def test_policies_are_compared_regardless_of_order(clean: Sandbox) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from remote_agents import naming
 from remote_agents.changes import Action, Change, diff_values
-from remote_agents.errors import ConfigError
+from remote_agents.errors import AwsError, ConfigError
 from remote_agents.operators.base import AWS_TEMPLATE_FIELDS, AwsOperator, report_changes
 from remote_agents.render.policies import (
     build_web_identity_trust_policy,
@@ -104,11 +104,18 @@ def _converge_role(
     from remote_agents.hooks.aws import tag_dict, tag_list
 
     name = role["RoleName"]
+    current_tags = tag_dict(role.get("Tags"))
+    others = {key: current_tags[key] for key in tags if key in current_tags and current_tags[key] != tags[key]}
+    if others:
+        # Re-tagging would hand the role over: the owner's teardown would skip it and ours delete it.
+        owner = ", ".join(f"{key}={value}" for key, value in sorted(others.items()))
+        raise AwsError(f"IAM role {name} belongs to another remote-agents environment ({owner}) and is left as it "
+                       "is; give this spec its own identity.role_name, or tear that environment down first",
+                       code="OwnedByAnotherEnvironment", action="iam:TagRole")
     diff = policy_diff("trust_policy", role["AssumeRolePolicyDocument"], trust_policy)
     if diff and not dry_run:
         iam.call("update_assume_role_policy", doing=f"updating the trust of role {name}", RoleName=name,
                  PolicyDocument=json.dumps(trust_policy))
-    current_tags = tag_dict(role.get("Tags"))
     if not set(tags) & set(current_tags):
         if tags:
             log.info("IAM role %s exists without our tags %s: adopted as is, teardown will not delete it", name, tags)
