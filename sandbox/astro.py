@@ -285,6 +285,7 @@ class _ErrorFault:
     method: str | None
     status: int
     remaining: int
+    after_handling: bool = False  # the request is carried out, then its answer replaced (lost on the way back)
 
 
 class AstroEmulator:
@@ -430,6 +431,12 @@ class AstroEmulator:
         with self._lock:
             self._faults.append(_ErrorFault(path_glob, method.upper() if method else None, status, count))
 
+    def lose_answers(self, path_glob: str, *, count: int = 1, method: str = "POST", status: int = 502) -> None:
+        """Carry out the next `count` matching requests, then answer `status` instead, as a gateway does
+        whose upstream answered too late: the client cannot know whether the call took effect."""
+        with self._lock:
+            self._faults.append(_ErrorFault(path_glob, method.upper(), status, count, after_handling=True))
+
     def add_latency(self, seconds: float) -> None:
         with self._lock:
             self._latency = seconds
@@ -475,8 +482,14 @@ class AstroEmulator:
             latency = self._latency
             injected = self._take_fault(request)
         time.sleep(latency)  # outside the lock, so a slow call does not stall the others
+        if injected is not None and not injected.after_handling:
+            return injected.status, {"message": "Injected fault: internal server error"}, None
         if injected is not None:
-            return injected, {"message": "Injected fault: internal server error"}, None
+            self._handle_operation(request)
+            return injected.status, {"message": "Injected fault: the answer was lost"}, None
+        return self._handle_operation(request)
+
+    def _handle_operation(self, request: Request) -> tuple[int, dict[str, Any], Operation | None]:
         try:
             operation = find_operation(request)
         except ApiError as violation:
@@ -495,12 +508,12 @@ class AstroEmulator:
             status, body = error.status, {"message": error.message, "fieldErrors": error.field_errors}
         return status, body, operation
 
-    def _take_fault(self, request: Request) -> int | None:
+    def _take_fault(self, request: Request) -> _ErrorFault | None:
         for fault in self._faults:
             if fault.remaining > 0 and fnmatch.fnmatchcase(request.path, fault.path_glob):
                 if fault.method in (None, request.method):
                     fault.remaining -= 1
-                    return fault.status
+                    return fault
         return None
 
     def _authorize(self, request: Request, operation: Operation) -> None:

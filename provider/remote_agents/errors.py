@@ -41,6 +41,11 @@ class AstroApiError(RemoteAgentsError):
         super().__init__(message)
 
 
+class AstroUncertainCreateError(AstroApiError):
+    """A create whose answer was lost (a 5xx or a timeout): the object may exist. Not retried blindly:
+    the caller looks it up by name, revokes or adopts it, and only then creates again."""
+
+
 class HealthCheckError(RemoteAgentsError):
     """A health check failed; the message is the diagnosis (component, evidence, likely fix)."""
 

@@ -407,13 +407,51 @@ def test_remote_execution_settings_dry_run_changes_nothing(sb: Sandbox) -> None:
 
 
 def test_astro_500_is_retried_with_a_warning_and_succeeds(sb: Sandbox, caplog: pytest.LogCaptureFixture) -> None:
-    sb.astro.fail("*agent-tokens*", status=500, count=1)
+    sb.astro.fail("*agent-tokens*", status=500, count=1, method="GET")  # a read: safe to send again
 
     result = agent_op().execute({})
 
     assert sb.astro.is_live_agent_token(agent_token_in_secret(sb), DEP)
     assert result["token_id"]
     assert "answered 500; retry 1 of 4" in caplog.text
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_a_lost_create_answer_leaves_one_live_token_not_an_orphan(sb: Sandbox, status: int) -> None:
+    sb.astro.lose_answers("*agent-tokens", status=status)
+    sb.astro.lose_answers("*/tokens", status=status)
+
+    agent = agent_op().execute({})
+    registry = registry_op().execute({})
+
+    assert [t.id for t in sb.astro.live_agent_tokens(DEP)] == [agent["token_id"]]
+    assert [t.id for t in sb.astro.live_api_tokens(DEP)] == [registry["token_id"]]
+    assert sb.astro.is_live_agent_token(agent_token_in_secret(sb), DEP)
+    assert len(sb.astro.revoked_tokens) == 2  # what each lost answer had made
+
+
+def test_a_rotation_whose_create_answer_is_lost_keeps_the_token_in_use(sb: Sandbox) -> None:
+    old_id = agent_op().execute({})["token_id"]
+    sb.astro.lose_answers("*agent-tokens")
+
+    result = agent_op(rotate=True, restart_deployments=["astro-agent-worker"], revoke_after_rollout=False).execute({})
+
+    assert [t.id for t in sb.astro.live_agent_tokens(DEP)] == [result["token_id"]]
+    assert old_id in {t.id for t in sb.astro.revoked_tokens} and result["token_id"] != old_id
+
+
+def test_a_create_that_times_out_is_not_reported_as_an_unreachable_host(sb: Sandbox) -> None:
+    from remote_agents.errors import AstroUncertainCreateError
+    from remote_agents.hooks.astro import AstroHook
+
+    sb.astro.add_latency(1.5)
+    hook = AstroHook("astro_default", timeout=0.5)
+
+    with pytest.raises(AstroUncertainCreateError, match="did not answer within 0 s|did not answer within 1 s"):
+        hook.create_agent_token(DEP, name="probe")
+    with pytest.raises(AstroApiError, match="did not answer within") as read:
+        hook.get_deployment(DEP)
+    assert "cannot reach" not in str(read.value)
 
 
 def test_refused_api_token_names_the_connection(sb: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,7 +24,7 @@ import tenacity
 from airflow.sdk import BaseHook, Connection
 from airflow.sdk.log import mask_secret
 
-from remote_agents.errors import AstroApiError, ConfigError
+from remote_agents.errors import AstroApiError, AstroUncertainCreateError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,15 @@ class _TransientAnswer(Exception):
         self.response = response
         self.retry_after = _retry_after_seconds(response)
         super().__init__(f"{response.status_code}")
+
+
+class _RateLimited(_TransientAnswer):
+    """A 429: the API refused the call before doing anything, so even a create may be sent again."""
+
+
+# A create is sent again only when it certainly never took effect: refused for the rate, or never sent.
+_CREATE_RETRIED = (_RateLimited, httpx.ConnectError, httpx.ConnectTimeout)
+_RETRIED = (_TransientAnswer, httpx.TransportError)
 
 
 def _retry_after_seconds(response: httpx.Response) -> float | None:
@@ -168,13 +177,15 @@ class AstroHook(BaseHook):
     # -- requests ------------------------------------------------------------------------------
 
     def request(self, method: str, path: str, *, permission: str, json: Any = None,
-                params: dict[str, Any] | None = None) -> Any:
+                params: dict[str, Any] | None = None, creates: bool = False) -> Any:
         """One API call, retried while the answer is transient; the decoded JSON body (None for 204).
 
         :param permission: the operation's ``x-permission`` in the API document, named when refused
+        :param creates: the call makes a new object (a token): a 5xx or a timeout may come after it was
+            made, so it is not retried but raised as ``AstroUncertainCreateError``
         """
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type((_TransientAnswer, httpx.TransportError)),
+            retry=tenacity.retry_if_exception_type(_CREATE_RETRIED if creates else _RETRIED),
             stop=tenacity.stop_after_attempt(self.max_attempts),
             wait=self._wait,
             before_sleep=self._warn_retry(method, path),
@@ -183,7 +194,16 @@ class AstroHook(BaseHook):
         try:
             response = retrying(self._send, method, path, json, params)
         except _TransientAnswer as transient:
+            if creates and not isinstance(transient, _RateLimited):
+                raise self._uncertain(method, path, f"answered {transient.response.status_code}") from None
             raise self._error(method, path, transient.response, permission, attempts=self.max_attempts) from None
+        except httpx.TimeoutException as error:
+            if creates and not isinstance(error, httpx.ConnectTimeout):
+                raise self._uncertain(method, path, f"did not answer within {self.timeout:.0f} s") from None
+            raise AstroApiError(
+                f"Astro API {method} {path}: {self.base_url} did not answer within {self.timeout:.0f} s "
+                f"({type(error).__name__}); Astro is slow or the network path drops answers: re-run later"
+            ) from None
         except httpx.TransportError as error:
             raise AstroApiError(
                 f"Astro API {method} {path} failed after {self.max_attempts} tries: cannot reach "
@@ -196,9 +216,18 @@ class AstroHook(BaseHook):
 
     def _send(self, method: str, path: str, json: Any, params: dict[str, Any] | None) -> httpx.Response:
         response = self.get_conn().request(method, path, json=json, params=params)
+        if response.status_code == 429:
+            raise _RateLimited(response)
         if response.status_code in TRANSIENT_STATUS_CODES:
             raise _TransientAnswer(response)
         return response
+
+    @staticmethod
+    def _uncertain(method: str, path: str, what: str) -> AstroUncertainCreateError:
+        return AstroUncertainCreateError(
+            f"Astro API {method} {path} {what}: the object may or may not have been made; look it up by name "
+            "before creating it again"
+        )
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
@@ -328,7 +357,7 @@ class AstroHook(BaseHook):
         if expiry_days:
             body["tokenExpiryPeriodInDays"] = expiry_days
         created = self.request("POST", self._agent_tokens_path(deployment_id), json=body,
-                               permission="deployment.agentTokens.create")
+                               permission="deployment.agentTokens.create", creates=True)
         return self._masked(created)
 
     def delete_agent_token(self, deployment_id: str, token_id: str) -> bool:
@@ -355,7 +384,7 @@ class AstroHook(BaseHook):
         if expiry_days:
             body["tokenExpiryPeriodInDays"] = expiry_days
         return self._masked(self.request("POST", f"{self._org_path}/tokens", json=body,
-                                         permission=API_TOKENS_PERMISSION))
+                                         permission=API_TOKENS_PERMISSION, creates=True))
 
     def delete_api_token(self, token_id: str) -> bool:
         return self._delete(f"{self._org_path}/tokens/{token_id}", API_TOKENS_PERMISSION)

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from airflow.sdk import BaseOperator
 
 from remote_agents.changes import Action, Change, diff_values
-from remote_agents.errors import ClusterError, ConfigError
+from remote_agents.errors import AstroUncertainCreateError, ClusterError, ConfigError
 from remote_agents.hooks.astro import AstroHook
 from remote_agents.hooks.kubernetes import ClusterObjects, object_ref
 from remote_agents.naming import environment_ownership_labels
@@ -264,7 +264,7 @@ class _EnsureTokenSecretOperator(_AstroTokenOperator):
     def replace_token(self, objects: ClusterObjects, tokens: _Tokens, current: dict[str, Any] | None,
                       old_id: str | None) -> tuple[list[Change], str]:
         """New token -> Secret, in one create or one replace, so the Secret is never empty."""
-        created = tokens.create(self.our_token_name(), self.description(), int(self.token_expiry_days))
+        created = self.create_token(tokens, old_id)
         new_id = str(created["id"])
         try:
             kube_type, values = self.secret_values(created.pop("token"))
@@ -279,6 +279,19 @@ class _EnsureTokenSecretOperator(_AstroTokenOperator):
             raise
         token_change = Change(tokens.resource(new_id), Action.CREATED, {"id": {"from": old_id, "to": new_id}})
         return [token_change, secret_change], new_id
+
+    def create_token(self, tokens: _Tokens, old_id: str | None) -> dict[str, Any]:
+        """Create our token; after a create whose answer was lost, revoke what it may have made (a token of
+        our name that is not the one in use: its value is lost with the answer) and create once more."""
+        name = self.our_token_name()
+        try:
+            return tokens.create(name, self.description(), int(self.token_expiry_days))
+        except AstroUncertainCreateError as uncertain:
+            self.log.warning("%s; revoking any token it made, then creating again", uncertain)
+        for token_id in tokens.live_named(name):
+            if token_id != old_id:
+                tokens.revoke(token_id)
+        return tokens.create(name, self.description(), int(self.token_expiry_days))
 
     def finish(self, context: Any, objects: ClusterObjects, tokens: _Tokens, changes: list[Change], new_id: str,
                live_old_id: str | None) -> dict[str, Any]:
