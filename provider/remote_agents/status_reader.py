@@ -46,6 +46,10 @@ _HINTS = {
 class StatusApiError(Exception):
     """The Airflow REST API could not be reached or refused a call; the message never holds the token."""
 
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code  # the API's HTTP status; None when it was unreachable
+
 
 def login(url: str, username: str, password: str) -> str:
     """A JWT for this user, from the api-server's /auth/token (simple and FAB auth managers alike)."""
@@ -65,6 +69,24 @@ def read_status(client: AirflowRestClient, environments: Iterable[EnvironmentFil
             for environment in environments]
 
 
+def read_readable_status(client: AirflowRestClient, environments: Iterable[EnvironmentFile],
+                         now: datetime) -> list[EnvironmentStatus]:
+    """Like ``read_status``, without the environments whose Dags the token's user may not read (HTTP 403).
+
+    Only for a token already known to be valid: Airflow also answers 403 to a token it cannot decode.
+    """
+    statuses = []
+    for environment in environments:
+        try:
+            data = read_environment(client, environment.name) if environment.spec else None
+        except StatusApiError as error:
+            if error.status_code == 403:
+                continue  # the auth manager hides these Dags from this user: so does the status
+            raise
+        statuses.append(build_status(environment, data, now))
+    return statuses
+
+
 def read_environment(client: AirflowRestClient, name: str) -> EnvironmentData:
     try:
         return EnvironmentData(
@@ -75,7 +97,8 @@ def read_environment(client: AirflowRestClient, name: str) -> EnvironmentData:
     except httpx.HTTPStatusError as error:
         status = error.response.status_code
         hint = _HINTS.get(status, "see the status; retry later if it is a 5xx")
-        raise StatusApiError(f"reading environment {name!r} at {client.base_url}: HTTP {status}; {hint}") from None
+        raise StatusApiError(f"reading environment {name!r} at {client.base_url}: HTTP {status}; {hint}",
+                             status) from None
     except httpx.TransportError as error:
         raise StatusApiError(f"the Airflow REST API at {client.base_url} is unreachable ({type(error).__name__}); "
                              "check --url (AIRFLOW_API_URL)") from None
