@@ -157,6 +157,20 @@ def test_unready_rollout_rolls_back_and_names_the_workload_and_reason(
     assert hook().get_values(spec.release_name, spec.namespace) == values
 
 
+def test_an_unchanged_release_whose_workloads_are_not_ready_fails_and_is_left_as_it_is(
+    cluster: Sandbox, spec: EnvironmentSpec, values: dict[str, Any]
+) -> None:
+    upgrade(spec, values).execute({})
+    cluster.kube.faults.never_ready(spec.namespace, name=HEAVY, reason="CrashLoopBackOff")  # e.g. killed mid-rollout
+    cluster.kube.reset_counters()
+
+    with pytest.raises(RolloutFailedError, match="unchanged, so it is left as it is") as raised:
+        upgrade(spec, values, timeout=2).execute({})
+
+    assert list(raised.value.unready) == [HEAVY] and "CrashLoopBackOff" in str(raised.value)
+    assert (last_revision(spec).revision, writes(cluster)) == (1, [])
+
+
 def test_first_install_that_never_becomes_ready_is_uninstalled(
     cluster: Sandbox, spec: EnvironmentSpec, values: dict[str, Any]
 ) -> None:

@@ -6,6 +6,7 @@ Each reads the release first and acts only on a difference, so a re-run makes no
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,7 @@ from remote_agents.hooks.helm import (
     ReleaseNotFoundError,
     ReleaseStatus,
     RolloutFailedError,
+    Workload,
     last_good_revision,
     redact_data,
     redact_text,
@@ -186,8 +188,19 @@ class HelmUpgradeInstallOperator(_HelmReleaseOperator):
                                f"{chart_version!r}; drop chart_version or point at the matching chart"], self.task_id)
         diff = self._diff(hook, current, values, f"{chart_name}-{chart_version}")
         if current is not None and not diff and not as_bool(self.force):
-            return report_changes(self.log, [Change(self.resource, Action.UNCHANGED, dry_run=self.is_dry_run)],
-                                  **current.facts())
+            unchanged = Change(self.resource, Action.UNCHANGED, dry_run=self.is_dry_run)
+            if self.is_dry_run:
+                return report_changes(self.log, [unchanged], **current.facts())
+            # Nothing to apply is not the same as ready: a run killed during the rollout wait left the
+            # release deployed with equal values and its workloads possibly never ready.
+            manifest = hook.get_manifest(self.release_name, self.namespace)
+            workloads = tuple(Workload(obj["kind"], (obj.get("metadata") or {}).get("namespace") or self.namespace,
+                                       obj["metadata"]["name"]) for obj in manifest if obj.get("kind") == "Deployment")
+            facts = {**current.facts(), "changes": [unchanged.to_dict()], "unchanged": True}
+            trigger = self._rollout_trigger(dataclasses.replace(current, workloads=workloads), facts)
+            if trigger is None:
+                return self._report(facts)
+            return defer_or_wait(self, context, trigger, timedelta(seconds=self.timeout + 60))
 
         action = Action.CREATED if current is None else Action.UPDATED
         change = Change(self.resource, action, diff, dry_run=self.is_dry_run)
@@ -232,7 +245,9 @@ class HelmUpgradeInstallOperator(_HelmReleaseOperator):
                 f"{self.resource} revision {facts.get('revision', '?')} was applied but its rollout could not be "
                 f"checked, so it was left in place: {event.get('message')}"
             ))
-        undone = self._undo_failed_revision(facts)
+        # An unchanged release is left as it is: it was not this run's revision to undo.
+        undone = ("the release was unchanged, so it is left as it is: fix the workloads (or re-run with "
+                  "force_upgrade)") if facts.get("unchanged") else self._undo_failed_revision(facts)
         unready = {name: redact_text(reason) for name, reason in (event.get("unready") or {}).items()}
         lines = "\n".join(f"  - Deployment {event.get('namespace', self.namespace)}/{name}: {reason}"
                           for name, reason in unready.items())
@@ -320,6 +335,7 @@ class HelmUpgradeInstallOperator(_HelmReleaseOperator):
     def _report(self, facts: dict[str, Any]) -> dict[str, Any]:
         changes = [_change_from_dict(change) for change in facts.pop("changes", [])]
         facts.pop("previous_revision", None)
+        facts.pop("unchanged", None)
         return report_changes(self.log, changes, **facts)
 
 
