@@ -330,6 +330,19 @@ class Sandbox:
         lines.append(f'export PATH="{TOOLS}:$PATH"')
         _write_private(path, "\n".join(lines) + "\n")
 
+    def mutating_calls(self) -> dict[str, list[Any]]:
+        """The writes each emulator saw since ``forget_calls`` (Kubernetes dry runs are not writes)."""
+        return {
+            "aws": self.aws.request_log.mutating_calls,
+            "kubernetes": [m for m in self.kube.mutations if not m.dry_run],
+            "astro": self.astro.mutating_calls,
+        }
+
+    def forget_calls(self) -> None:
+        self.aws.request_log.clear()
+        self.kube.reset_counters()
+        self.astro.clear_calls()
+
     def owned_leftovers(self) -> dict[str, list[str]]:
         """Everything that carries this environment's ownership tags (AWS) or label (Kubernetes), and
         its live Astro tokens: what a complete teardown leaves empty."""

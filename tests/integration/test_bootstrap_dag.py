@@ -51,20 +51,6 @@ def teardown(dagbag: Any, confirm: str, dry_run: bool = False) -> tuple[str, dic
     return run.state, {ti.task_id: ti.state for ti in run.get_task_instances()}
 
 
-def mutations(sandbox: Sandbox) -> dict[str, list[Any]]:
-    return {
-        "aws": sandbox.aws.request_log.mutating_calls,
-        "kubernetes": [m for m in sandbox.kube.mutations if not m.dry_run],
-        "astro": sandbox.astro.mutating_calls,
-    }
-
-
-def forget_requests(sandbox: Sandbox) -> None:
-    sandbox.aws.request_log.clear()
-    sandbox.kube.reset_counters()
-    sandbox.astro.clear_calls()
-
-
 def helm(sandbox: Sandbox, *args: str) -> str:
     result = subprocess.run(["helm", *args], env={**sandbox.env(), "PATH": str(ROOT / ".tools" / "bin")},
                             capture_output=True, text=True, check=True)
@@ -146,12 +132,12 @@ def test_fresh_bootstrap_installs_agents_with_valid_values_live_tokens_and_exact
 
 def test_second_bootstrap_makes_no_mutating_call_anywhere(dagbag: Any, clean: Sandbox) -> None:
     assert bootstrap(dagbag, clean)[0] == "success"
-    forget_requests(clean)
+    clean.forget_calls()
 
     state, _ = bootstrap(dagbag, clean)
 
     assert state == "success"
-    assert mutations(clean) == {"aws": [], "kubernetes": [], "astro": []}
+    assert clean.mutating_calls() == {"aws": [], "kubernetes": [], "astro": []}
     assert "created" not in last_summary(BOOTSTRAP) and "unchanged" in last_summary(BOOTSTRAP)
 
 
@@ -161,7 +147,7 @@ def test_dry_run_on_an_empty_environment_changes_nothing_and_plans_every_resourc
     state, tasks = bootstrap(dagbag, clean, dry_run=True)
 
     assert state == "success", tasks
-    assert mutations(clean) == {"aws": [], "kubernetes": [], "astro": []}
+    assert clean.mutating_calls() == {"aws": [], "kubernetes": [], "astro": []}
     assert clean.kube.list_objects("namespaces") == namespaces_before
     report = last_report(BOOTSTRAP)
     assert (report["outcome"], report["tags"], report["failures"]) == ("planned", ["dry_run"], [])
@@ -299,7 +285,7 @@ def test_teardown_cannot_be_triggered_with_a_wrong_or_missing_confirmation(dagba
         teardown(dagbag, confirm="production")
     params.update({"confirm": clean.spec.name})
     assert params.validate()["confirm"] == clean.spec.name
-    assert mutations(clean) == {"aws": [], "kubernetes": [], "astro": []}
+    assert clean.mutating_calls() == {"aws": [], "kubernetes": [], "astro": []}
 
 
 def test_teardown_removes_everything_of_ours_and_nothing_else(dagbag: Any, clean: Sandbox) -> None:

@@ -31,20 +31,6 @@ def plan(*options: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120, check=False)
 
 
-def mutations(sandbox: Sandbox) -> dict[str, list[Any]]:
-    return {
-        "aws": sandbox.aws.request_log.mutating_calls,
-        "kubernetes": [m for m in sandbox.kube.mutations if not m.dry_run],
-        "astro": sandbox.astro.mutating_calls,
-    }
-
-
-def forget_requests(sandbox: Sandbox) -> None:
-    sandbox.aws.request_log.clear()
-    sandbox.kube.reset_counters()
-    sandbox.astro.clear_calls()
-
-
 def bootstrap(dagbag: Any, sandbox: Sandbox) -> str:
     conf = {"dry_run": False, "rotate_tokens": False, "force_upgrade": False, "skip_cluster_creation": False,
             "chart_version": sandbox.spec.chart.version}
@@ -63,7 +49,7 @@ def test_plan_on_a_fresh_sandbox_lists_what_it_would_create_and_mutates_nothing(
     result = plan()
 
     assert result.returncode == 0, result.stderr
-    assert mutations(sandbox) == {"aws": [], "kubernetes": [], "astro": []}
+    assert sandbox.mutating_calls() == {"aws": [], "kubernetes": [], "astro": []}
     table = result.stdout
     assert table.startswith("# Bootstrap plan (dry run: nothing was changed) of environment `sandbox`\n")
     for resource in ("eks:cluster/remote-agents-sandbox", "iam:role/sandbox-remote-agents", "k8s:Namespace/astro-agents",
@@ -76,12 +62,12 @@ def test_plan_on_a_fresh_sandbox_lists_what_it_would_create_and_mutates_nothing(
 def test_plan_after_a_bootstrap_shows_every_resource_unchanged(dagbag: Any, sandbox: Sandbox) -> None:
     sandbox.reset()
     assert bootstrap(dagbag, sandbox) == "success"
-    forget_requests(sandbox)
+    sandbox.forget_calls()
 
     result = plan("--output", "json")
 
     assert result.returncode == 0, result.stderr
-    assert mutations(sandbox) == {"aws": [], "kubernetes": [], "astro": []}
+    assert sandbox.mutating_calls() == {"aws": [], "kubernetes": [], "astro": []}
     report = json.loads(result.stdout)
     assert (report["outcome"], report["dry_run"], report["failures"]) == ("planned", True, [])
     assert list(report["counts"]) == ["unchanged"] and report["counts"]["unchanged"] >= 20
