@@ -80,10 +80,12 @@ def dag_id_part(stem: str) -> str:
     """A file's stem as the environment part of a dag_id; a shortened one keeps a digest, so two
     long names stay apart."""
     name = _NOT_IN_DAG_ID.sub("-", stem.replace("_", "-")).strip("-.") or "unnamed"
-    if len(name) <= MAX_NAME_IN_DAG_ID:
-        return name
-    digest = hashlib.sha256(stem.encode()).hexdigest()[:8]
-    return f"{name[: MAX_NAME_IN_DAG_ID - 9]}-{digest}"
+    return name if len(name) <= MAX_NAME_IN_DAG_ID else _with_digest(name, stem)
+
+
+def _with_digest(name: str, of: str) -> str:
+    """``name`` shortened to fit, with a digest of ``of`` that tells it from its look-alikes."""
+    return f"{name[: MAX_NAME_IN_DAG_ID - 9]}-{hashlib.sha256(of.encode()).hexdigest()[:8]}"
 
 
 def _one_per_name(found: list[EnvironmentFile]) -> list[EnvironmentFile]:
@@ -107,7 +109,7 @@ def _one_per_name(found: list[EnvironmentFile]) -> list[EnvironmentFile]:
     for environment in (e for e in found if not e.spec):
         name = environment.name
         if name in taken:
-            name = f"{name[: MAX_NAME_IN_DAG_ID - 9]}-{hashlib.sha256(environment.path.name.encode()).hexdigest()[:8]}"
+            name = _with_digest(name, environment.path.name)
         taken.add(name)
         merged.append(EnvironmentFile(environment.path, None, environment.error, name))
     return sorted(merged, key=lambda environment: environment.path.name)
