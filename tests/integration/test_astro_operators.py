@@ -283,6 +283,31 @@ def test_rotate_whose_selector_matches_no_agent_keeps_the_old_token_and_fails_wi
     assert restarted_at(sb) is None
 
 
+def test_a_rotation_killed_during_the_rollout_wait_is_finished_by_the_next_run(sb: Sandbox) -> None:
+    """The old token's id is kept on the Secret, so a re-run waits for the rollout, then revokes it."""
+    old_id, _ = rotate_until_deferred(sb)  # the task is killed while deferred: execute_complete never runs
+    sb.kube.faults.never_ready(namespace=NS, name="astro-agent-worker")
+
+    with pytest.raises(TaskDeferred) as deferred:
+        agent_op(restart_selector="app=astro-agent", deferrable=True).execute({})
+
+    assert old_id in {t.id for t in sb.astro.live_agent_tokens(DEP)}  # agents not rolled out may still hold it
+    sb.kube.faults.clear()
+    result = agent_op(restart_selector="app=astro-agent").execute_complete({}, first_event(deferred.value.trigger))
+    assert old_id in {t.id for t in sb.astro.revoked_tokens}
+    assert actions(result) == ["unchanged", "unchanged", "deleted"]
+
+
+def test_teardown_after_a_killed_rotation_revokes_the_replaced_token_named_on_the_secret(sb: Sandbox) -> None:
+    """Found by the Secret's annotation, not by its name (here the teardown's token_name is another)."""
+    old_id, _ = rotate_until_deferred(sb)
+
+    RevokeAgentTokenOperator(task_id="revoke", deployment_id=DEP, namespace=NS, environment=ENV,
+                             token_name="renamed", **KUBE).execute({})
+
+    assert sb.astro.live_agent_tokens(DEP) == [] and old_id in {t.id for t in sb.astro.revoked_tokens}
+
+
 def test_rotate_without_a_restart_target_is_refused(sb: Sandbox) -> None:
     with pytest.raises(ConfigError, match="restart_selector"):
         agent_op(rotate=True).execute({})

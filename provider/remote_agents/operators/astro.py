@@ -9,7 +9,9 @@
 
 A token's value exists only in the create answer: it is masked at once and written to the Secret
 in the same task, never returned, logged or templated. The Secret carries the token's *id* in an
-annotation, which is how a re-run knows the token is still live (then it writes nothing).
+annotation, which is how a re-run knows the token is still live (then it writes nothing). After a
+rotation it also carries the replaced token's id, so a run killed before it revoked that token is
+finished by the next run (after the same rollout wait) or by teardown.
 """
 
 from __future__ import annotations
@@ -40,12 +42,16 @@ from remote_agents.operators.kubernetes import (
     is_owned,
     require_owned,
     restart_deployments,
+    restart_targets,
     secret_manifest,
     secret_values,
 )
 from remote_agents.render.manifests import AGENT_TOKEN_KEY, DOCKERCONFIGJSON_KEY
 
 TOKEN_ID_ANNOTATION = "remote-agents.astronomer.io/astro-token-id"
+# The token a rotation replaced, kept until it is revoked: a run killed while it waited for the agents to
+# roll out leaves the id here, not only in its trigger's payload, so the next run or teardown revokes it.
+REPLACED_TOKEN_ID_ANNOTATION = "remote-agents.astronomer.io/astro-replaced-token-id"
 
 
 class _Tokens:
@@ -240,15 +246,22 @@ class _EnsureTokenSecretOperator(_AstroTokenOperator):
         old_id = _token_id(current, self.secret_data_key)
         old_live = old_id is not None and tokens.is_live(old_id)
         if old_id and old_live and not as_bool(self.rotate):
+            replaced_id = _replaced_token_id(current)
+            unfinished = replaced_id if replaced_id not in (None, old_id) and tokens.is_live(replaced_id) else None
             unchanged = [Change(tokens.resource(old_id), Action.UNCHANGED, dry_run=self.is_dry_run),
                          Change(self.secret_resource, Action.UNCHANGED, dry_run=self.is_dry_run),
-                         *self.revoke_unheld(tokens, {old_id})]
+                         *self.revoke_unheld(tokens, {old_id, unfinished})]
+            if unfinished and not self.is_dry_run:
+                self.log.warning("an earlier rotation did not revoke the token %s it replaced: finishing it", unfinished)
+                return self.retire(context, objects, tokens, unchanged, old_id, unfinished)
+            if unfinished:
+                unchanged.append(Change(tokens.resource(unfinished), Action.DELETED, dry_run=True))
             return report_changes(self.log, unchanged, token_id=old_id, secret_name=self.secret_name)
         live_old_id = old_id if old_live else None
         if self.is_dry_run:
             return report_changes(self.log, [*self.plan(current, live_old_id), *self.revoke_unheld(tokens, {old_id})],
                                   token_id=old_id, secret_name=self.secret_name)
-        changes, new_id = self.replace_token(objects, tokens, current, old_id)
+        changes, new_id = self.replace_token(objects, tokens, current, old_id, live_old_id)
         # The old token stays until the agents run with the new one (finish); any other is an orphan.
         changes.extend(self.revoke_unheld(tokens, {new_id, live_old_id}))
         return self.finish(context, objects, tokens, changes, new_id, live_old_id)
@@ -262,15 +275,18 @@ class _EnsureTokenSecretOperator(_AstroTokenOperator):
         return plan
 
     def replace_token(self, objects: ClusterObjects, tokens: _Tokens, current: dict[str, Any] | None,
-                      old_id: str | None) -> tuple[list[Change], str]:
+                      old_id: str | None, live_old_id: str | None) -> tuple[list[Change], str]:
         """New token -> Secret, in one create or one replace, so the Secret is never empty."""
         created = self.create_token(tokens, old_id)
         new_id = str(created["id"])
+        annotations = {TOKEN_ID_ANNOTATION: new_id}
+        if live_old_id:
+            annotations[REPLACED_TOKEN_ID_ANNOTATION] = live_old_id
         try:
             kube_type, values = self.secret_values(created.pop("token"))
             desired = secret_manifest(
                 self.secret_name, self.namespace, values, secret_type=kube_type,
-                labels={**(self.labels or {}), **self.ownership}, annotations={TOKEN_ID_ANNOTATION: new_id},
+                labels={**(self.labels or {}), **self.ownership}, annotations=annotations,
             )
             secret_change = converge_object(objects, desired, self.ownership, dry_run=False, current=current)
         except Exception:
@@ -295,8 +311,14 @@ class _EnsureTokenSecretOperator(_AstroTokenOperator):
 
     def finish(self, context: Any, objects: ClusterObjects, tokens: _Tokens, changes: list[Change], new_id: str,
                live_old_id: str | None) -> dict[str, Any]:
-        if live_old_id:
-            changes.append(self.revoke_change(tokens, live_old_id))
+        """After the Secret holds ``new_id``: make its users take it up, then revoke ``live_old_id``."""
+        return self.retire(context, objects, tokens, changes, new_id, live_old_id)
+
+    def retire(self, context: Any, objects: ClusterObjects, tokens: _Tokens, changes: list[Change], new_id: str,
+               old_id: str | None) -> dict[str, Any]:
+        """Revoke ``old_id`` once nothing may still hold it (image pulls read the Secret when they happen)."""
+        if old_id:
+            changes.append(self.revoke_change(tokens, old_id))
         return report_changes(self.log, changes, token_id=new_id, secret_name=self.secret_name)
 
     @staticmethod
@@ -308,6 +330,10 @@ class _EnsureTokenSecretOperator(_AstroTokenOperator):
             f"Managed by remote-agents (environment {self.environment}); held in Secret "
             f"{self.namespace}/{self.secret_name}"
         )
+
+
+def _replaced_token_id(secret: dict[str, Any] | None) -> str | None:
+    return ((secret or {}).get("metadata", {}).get("annotations") or {}).get(REPLACED_TOKEN_ID_ANNOTATION)
 
 
 def _token_id(secret: dict[str, Any] | None, data_key: str) -> str | None:
@@ -411,10 +437,23 @@ class EnsureAgentTokenOperator(_EnsureTokenSecretOperator):
                 "label every agent Pod carries (the chart's `labels` value), re-run, then revoke the old token in "
                 "the Astro UI (Deployment > Remote Agents > Tokens)"
             )
-        if not (live_old_id and rolling and self.revoke_after_rollout):
-            return super().finish(context, objects, tokens, changes, new_id, live_old_id)
+        if not (live_old_id and self.revoke_after_rollout):
+            return super().retire(context, objects, tokens, changes, new_id, live_old_id)
+        return self._retire_after_rollout(context, changes, new_id, live_old_id, rolling)
+
+    def retire(self, context: Any, objects: ClusterObjects, tokens: _Tokens, changes: list[Change], new_id: str,
+               old_id: str | None) -> dict[str, Any]:
+        """An earlier run restarted the agents, then was killed while it waited: wait for the same Deployments."""
+        rolling = sorted(restart_targets(objects, self.namespace, selector=self.restart_selector,
+                                         names=self.restart_deployments))
+        if not (old_id and rolling and self.revoke_after_rollout):
+            return super().retire(context, objects, tokens, changes, new_id, old_id)
+        return self._retire_after_rollout(context, changes, new_id, old_id, rolling)
+
+    def _retire_after_rollout(self, context: Any, changes: list[Change], new_id: str, old_id: str,
+                              rolling: list[str]) -> dict[str, Any]:
         so_far = report_changes(self.log, changes, token_id=new_id, secret_name=self.secret_name)
-        self.log.info("Waiting for %s to roll out before revoking token %s", ", ".join(rolling), live_old_id)
+        self.log.info("Waiting for %s to roll out before revoking token %s", ", ".join(rolling), old_id)
         from remote_agents.triggers.rollout import RolloutTrigger  # Airflow's trigger base: not at Dag parse
 
         trigger = RolloutTrigger(
@@ -423,7 +462,7 @@ class EnsureAgentTokenOperator(_EnsureTokenSecretOperator):
             deployments=rolling,
             deadline=time.time() + self.rollout_timeout,
             poll_interval=self.poll_interval,
-            return_value={**so_far, "old_token_id": live_old_id},
+            return_value={**so_far, "old_token_id": old_id},
         )
         return defer_or_wait(self, context, trigger, timedelta(seconds=self.rollout_timeout + 60))
 
@@ -515,11 +554,17 @@ class _RevokeTokenOperator(_AstroTokenOperator):
         token_id = (current["metadata"].get("annotations") or {}).get(TOKEN_ID_ANNOTATION)
         if not token_id:
             return [Change(self.secret_resource, Action.ABSENT, dry_run=self.is_dry_run)], None
+        replaced_id = _replaced_token_id(current)
+        unfinished = replaced_id not in (None, token_id) and tokens.is_live(replaced_id)
+        held = [token_id, *([replaced_id] if unfinished else [])]
+        return [self._revoke(tokens, held_id) for held_id in held], token_id
+
+    def _revoke(self, tokens: _Tokens, token_id: str) -> Change:
         if self.is_dry_run:
             action = Action.DELETED if tokens.fetch(token_id) is not None else Action.ABSENT
         else:
             action = Action.DELETED if tokens.revoke(token_id) else Action.ABSENT
-        return [Change(tokens.resource(token_id), action, dry_run=self.is_dry_run)], token_id
+        return Change(tokens.resource(token_id), action, dry_run=self.is_dry_run)
 
 
 class RevokeAgentTokenOperator(_RevokeTokenOperator):

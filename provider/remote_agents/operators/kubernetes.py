@@ -187,6 +187,16 @@ def delete_owned(
     return Change(resource, Action.DELETED if deleted else Action.ABSENT, dry_run=dry_run)
 
 
+def restart_targets(objects: ClusterObjects, namespace: str, *, selector: str | None,
+                    names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The Deployments matching ``selector``, plus those of ``names`` that exist, by name."""
+    targets = {d["metadata"]["name"]: d for d in objects.list("Deployment", namespace, selector)} if selector else {}
+    for name in names:
+        if name not in targets and (found := objects.get("Deployment", name, namespace)) is not None:
+            targets[name] = found
+    return targets
+
+
 def restart_deployments(
     objects: ClusterObjects,
     namespace: str,
@@ -200,15 +210,9 @@ def restart_deployments(
     Pods read Secrets at start, so this is how running agents pick up a new token. Deployments are
     the ones matching ``selector`` plus those named; a named one that does not exist is reported absent.
     """
-    targets = {d["metadata"]["name"]: d for d in objects.list("Deployment", namespace, selector)} if selector else {}
-    changes: list[Change] = []
-    for name in names:
-        if name not in targets:
-            found = objects.get("Deployment", name, namespace)
-            if found is None:
-                changes.append(Change(object_ref("Deployment", name, namespace), Action.ABSENT, dry_run=dry_run))
-                continue
-            targets[name] = found
+    targets = restart_targets(objects, namespace, selector=selector, names=names)
+    changes = [Change(object_ref("Deployment", name, namespace), Action.ABSENT, dry_run=dry_run)
+               for name in names if name not in targets]
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: now}}}}}
     for name, deployment in sorted(targets.items()):
