@@ -25,6 +25,16 @@ from sandbox.kube.workloads import WorkloadController
 log = logging.getLogger(__name__)
 
 MUTATING_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+# An injected error's reason and message start as kube-apiserver's own (k8s.io/apimachinery/pkg/api/errors:
+# NewInternalError, NewServiceUnavailable as client-go prints it, NewTooManyRequests), so clients that
+# read the message, as helm's users do, see what a real server would make them see.
+INJECTED_ERRORS = {
+    403: ("Forbidden", ""),
+    404: ("NotFound", ""),
+    429: ("TooManyRequests", "Too many requests: "),
+    500: ("InternalError", "Internal error occurred: "),
+    503: ("ServiceUnavailable", "the server is currently unable to handle the request: "),
+}
 WATCH_TICK_SECONDS = 0.1
 MAX_WATCH_SECONDS = 600.0
 
@@ -217,8 +227,8 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(delay)
         injected = self.emulator.faults.take_error(self.command, url.path)
         if injected is not None:
-            self.send_json(injected, ApiError(injected, "InternalError" if injected == 500 else "ServiceUnavailable",
-                                              f"sandbox fault: injected {injected}").status())
+            reason, meaning = INJECTED_ERRORS.get(injected, ("InternalError", ""))
+            self.send_json(injected, ApiError(injected, reason, f"{meaning}sandbox fault: injected {injected}").status())
             return
         route = parse_route(url.path)
         if route is None:

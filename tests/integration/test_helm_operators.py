@@ -262,6 +262,30 @@ def test_a_first_install_the_api_refuses_is_uninstalled_and_fails_the_task(
     assert hook().get_release(spec.release_name, spec.namespace) is None
 
 
+def test_an_install_the_api_answers_503_is_undone_and_tried_again(
+    cluster: Sandbox, spec: EnvironmentSpec, values: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """helm does not retry a 503 (the API server is busy): the operator undoes the revision, then applies it again."""
+    cluster.kube.faults.fail_requests(r"/deployments", times=1, status=503, method="POST")
+
+    result = upgrade(spec, values).execute({})
+
+    assert (result["status"], result["revision"]) == ("deployed", 1)
+    assert "trying once more" in capsys.readouterr().out
+
+
+def test_an_upgrade_the_api_keeps_answering_503_says_that_a_rerun_recovers(
+    cluster: Sandbox, spec: EnvironmentSpec, values: dict[str, Any], changed_values: dict[str, Any]
+) -> None:
+    upgrade(spec, values).execute({})
+    cluster.kube.faults.fail_requests(r"/deployments/", times=1000, status=503, method="PATCH")
+
+    with pytest.raises(HelmError, match=r"(?s)unavailable or overloaded.*a re-run recovers.*rolled back to revision 1"):
+        upgrade(spec, changed_values).execute({})
+
+    assert hook().get_values(spec.release_name, spec.namespace) == values
+
+
 def test_a_release_left_failed_is_rolled_back_first_so_a_rerun_converges(
     cluster: Sandbox, spec: EnvironmentSpec, values: dict[str, Any], changed_values: dict[str, Any],
     capsys: pytest.CaptureFixture[str],

@@ -76,6 +76,20 @@ class ReleasePendingError(FailedReleaseError):
     """Another helm operation on the release is in progress, or was killed mid-way."""
 
 
+class ApiServerBusyError(FailedReleaseError):
+    """The Kubernetes API server answered that it is unavailable or overloaded (503, 429): it passes."""
+
+
+# What kube-apiserver answers (and client-go prints) when it is busy, not when the request is wrong:
+# 503 and 429 from k8s.io/apimachinery/pkg/api/errors, and etcd's own transient refusals.
+_BUSY_MARKERS = (
+    "the server is currently unable to handle the request",
+    "too many requests",
+    "etcdserver: request timed out",
+    "etcdserver: leader changed",
+)
+
+
 class ClusterUnreachableError(HelmError):
     """helm could not reach the Kubernetes API server."""
 
@@ -399,6 +413,12 @@ def helm_error(action: str, returncode: int, stderr: str) -> HelmError:
     if "timed out waiting for the condition" in low or "context deadline exceeded" in low:
         return HelmTimeoutError(
             f"{action}: timed out; raise timeout or check the workloads\n{detail}", returncode, detail
+        )
+    if any(marker in low for marker in _BUSY_MARKERS):
+        return ApiServerBusyError(
+            f"{action} failed: the Kubernetes API server answered that it is unavailable or overloaded, which "
+            f"passes: a re-run recovers\n{detail}",
+            returncode, detail,
         )
     if "has no" in low and "version" in low:
         return FailedReleaseError(f"{action}: no such revision; see `helm history`\n{detail}", returncode, detail)

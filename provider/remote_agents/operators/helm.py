@@ -11,12 +11,13 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from remote_agents.changes import Action, Change, diff_values
 from remote_agents.errors import ConfigError, HelmError
 from remote_agents.hooks.helm import (
     DEFAULT_CHART,
+    ApiServerBusyError,
     DEFAULT_CHART_REPO_URL,
     ChartRef,
     FailedReleaseError,
@@ -215,12 +216,10 @@ class HelmUpgradeInstallOperator(_HelmReleaseOperator):
         previous = last_good_revision(hook.history(self.release_name, self.namespace)) if current else None
         try:
             release = hook.upgrade_install(self.release_name, self.namespace, chart, values, timeout=self.timeout)
+        except ApiServerBusyError as busy:
+            release = self._try_again(hook, chart, values, current, previous, busy)
         except HelmError as error:
-            undone = self._undo_failed_upgrade(hook, current, previous)
-            if undone is None:
-                raise
-            raise FailedReleaseError(redact_text(f"{error}\n{self.resource}: {undone}"), error.returncode,
-                                     error.stderr) from error
+            self._raise_undone(hook, current, previous, error)
         self.log.info("Applied %s: revision %d (%s), waiting for its Deployments", self.resource, release.revision,
                       release.status.value)
         facts: dict[str, Any] = {
@@ -272,6 +271,30 @@ class HelmUpgradeInstallOperator(_HelmReleaseOperator):
             return None
         self.log.warning("Release %s %s: rolling back to revision %d before upgrading", self.resource, state, target)
         return hook.rollback(self.release_name, self.namespace, target, timeout=self.timeout)
+
+    def _try_again(self, hook: HelmHook, chart: ChartRef, values: dict[str, Any], current: Release | None,
+                   previous: int | None, busy: ApiServerBusyError) -> Release:
+        """helm does not retry a busy API server: undo the revision it left, then apply once more from there."""
+        try:
+            self._raise_undone(hook, current, previous, busy)
+        except HelmError:
+            after = hook.get_release(self.release_name, self.namespace)
+            if after is not None and after.status is not ReleaseStatus.DEPLOYED:
+                raise
+        self.log.warning("%s: the Kubernetes API server was busy, and the release is back as it was; trying once more",
+                         self.resource)
+        try:
+            return hook.upgrade_install(self.release_name, self.namespace, chart, values, timeout=self.timeout)
+        except HelmError as error:
+            self._raise_undone(hook, after, previous, error)
+
+    def _raise_undone(self, hook: HelmHook, before: Release | None, previous: int | None, error: HelmError) -> NoReturn:
+        """Raise ``error``, saying how the revision the failed upgrade left was undone."""
+        undone = self._undo_failed_upgrade(hook, before, previous)
+        if undone is None:
+            raise error
+        raise FailedReleaseError(redact_text(f"{error}\n{self.resource}: {undone}"), error.returncode,
+                                 error.stderr) from error
 
     def _undo_failed_upgrade(self, hook: HelmHook, before: Release | None, previous: int | None) -> str | None:
         """Undo the revision a failed ``helm upgrade`` left; what was done, or None when it left none."""
