@@ -12,7 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from remote_agents.errors import ConfigError
-from remote_agents.spec import EnvironmentSpec, load_spec, parse_spec
+from remote_agents.spec import CRON_PRESETS, EnvironmentSpec, HealthSpec, load_spec, parse_spec
 
 ENVIRONMENTS = Path(__file__).resolve().parents[2] / "include" / "environments"
 EXAMPLES = sorted(ENVIRONMENTS.glob("*.yaml"))
@@ -127,3 +127,35 @@ def test_deployment_url_trailing_slash_is_dropped() -> None:
     data["astro"]["deployment_api_url"] += "/"
 
     assert parse_spec(data).astro.deployment_api_url == TUTORIAL["astro"]["deployment_api_url"]
+
+
+# Airflow's own parser decides which schedules a Dag can run on; the spec checks them without
+# importing it (seconds at every `remote-agents validate`), so this pins the two together.
+SCHEDULES = ["*/30 * * * *", "@daily", "@hourly", "@weekly", "@monthly", "@quarterly", "@yearly", "0 6 * * 1-5",
+             "@sometimes", "@once", "@continuous", "@every 5m", "61 * * * *", "* * *", "daily", "0 0 30 2 *"]
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_a_schedule_the_spec_accepts_is_one_airflow_runs_a_cron_timetable_on(schedule: str) -> None:
+    from airflow.exceptions import AirflowTimetableInvalid
+    from airflow.timetables.trigger import CronTriggerTimetable
+
+    try:
+        CronTriggerTimetable(schedule, timezone="UTC").validate()
+        airflow_accepts = True
+    except AirflowTimetableInvalid:
+        airflow_accepts = False
+    try:
+        HealthSpec(schedule=schedule)
+        spec_accepts = True
+    except ValidationError:
+        spec_accepts = False
+
+    assert not spec_accepts or airflow_accepts  # stricter only where a schedule never fires (30 February)
+    assert spec_accepts == airflow_accepts or schedule == "0 0 30 2 *"
+
+
+def test_the_spec_s_cron_presets_are_airflow_s() -> None:
+    from airflow.utils.dates import cron_presets
+
+    assert {preset: cron_presets[preset] for preset in CRON_PRESETS} == CRON_PRESETS
